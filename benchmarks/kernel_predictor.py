@@ -85,7 +85,17 @@ def per_type_accuracy(X: list, y: np.ndarray, seed: int, forest: str) -> list[tu
     return rows
 
 
-def network_accuracy(X: list, y: np.ndarray, seed: int, forest: str) -> tuple | None:
+CALIBRATIONS = ("none", "scale", "scale+bytes")
+
+
+def _predictor(forest: str, seed: int, calibration: str) -> KernelPredictor:
+    if calibration == "none":
+        return KernelPredictor(forest=forest, seed=seed, calibrate=False)
+    return KernelPredictor(forest=forest, seed=seed, calibration=calibration)
+
+
+def network_accuracy(X: list, y: np.ndarray, seed: int, forest: str) -> list[tuple] | None:
+    """Held-out calibration networks: (calibration, n_train, n_test, MAPE, +-10% share)."""
     nets = [i for i, r in enumerate(X) if isinstance(r, NetworkRecord)]
     if len(nets) < 10:
         return None
@@ -94,22 +104,13 @@ def network_accuracy(X: list, y: np.ndarray, seed: int, forest: str) -> tuple | 
     tr, te = _split(len(nets), rng)
     tr_i = singles + [nets[i] for i in tr]
     te_i = [nets[i] for i in te]
-    cal = KernelPredictor(forest=forest, seed=seed).fit([X[i] for i in tr_i], y[tr_i])
-    raw = KernelPredictor(forest=forest, seed=seed, calibrate=False).fit(
-        [X[i] for i in singles], y[singles]
-    )
     yt = y[te_i]
-    e_cal = np.abs(cal.predict([X[i] for i in te_i]) / yt - 1)
-    e_raw = np.abs(raw.predict([X[i] for i in te_i]) / yt - 1)
-    return (
-        len(tr),
-        len(te),
-        float(np.mean(e_raw)),
-        float(np.mean(e_raw <= 0.1)),
-        float(np.mean(e_cal)),
-        float(np.mean(e_cal <= 0.1)),
-        cal,
-    )
+    rows = []
+    for cal in CALIBRATIONS:
+        p = _predictor(forest, seed, cal).fit([X[i] for i in tr_i], y[tr_i])
+        e = np.abs(p.predict([X[i] for i in te_i]) / yt - 1)
+        rows.append((cal, len(tr), len(te), float(np.mean(e)), float(np.mean(e <= 0.1))))
+    return rows
 
 
 def measure_zoo(store: Store, device_name: str, models: list[str], remeasure: bool) -> dict:
@@ -215,48 +216,48 @@ def main(argv: list[str] | None = None) -> int:
         med_s = "-" if med is None else f"{med:.4f}"
         print(f"{t:<12}{ntr:>7}{nte:>6}{_pct(mape):>8}{_pct(acc):>8}{med_s:>11}")
 
-    net = network_accuracy(X, y, args.seed, args.forest)
-    if net is not None:
-        ntr, nte, mr, ar, mc, ac, cal = net
-        print(
-            f"\nCalibration networks, held-out {nte} (trained on {ntr}): "
-            f"plain sum MAPE {_pct(mr)} (+-10%: {_pct(ar)}), calibrated MAPE {_pct(mc)} (+-10%: {_pct(ac)})"
-        )
+    nets = network_accuracy(X, y, args.seed, args.forest)
+    if nets is not None:
+        print(f"\nCalibration networks, held-out {nets[0][2]} (calibration fit on {nets[0][1]}):")
+        print(f"{'calibration':<14}{'MAPE':>8}{'+-10%':>8}")
+        for cal, _, _, mape, acc in nets:
+            print(f"{cal:<14}{_pct(mape):>8}{_pct(acc):>8}")
 
     t0 = time.perf_counter()
-    final = KernelPredictor(forest=args.forest, seed=args.seed).fit(X, y)
-    raw = KernelPredictor(forest=args.forest, seed=args.seed, calibrate=False).fit(X, y)
+    preds = {cal: _predictor(args.forest, args.seed, cal).fit(X, y) for cal in CALIBRATIONS}
     fit_s = time.perf_counter() - t0
-    cal_txt = ", ".join(f"{t} x{s:.2f}" for t, s in sorted(final.calibration.items()))
+    final = preds["scale"]
+    cal_txt = ", ".join(f"{t} x{v:.2f}" for t, v in sorted(final.calibration.items()))
     print(
-        f"\nfinal predictor: fit in {fit_s:.1f} s (both); calibration: {cal_txt}; "
-        f"per-kernel {final.kernel_overhead_ms * 1e3:+.1f} us, per-model {final.model_overhead_ms:+.3f} ms"
+        f"\nfinal predictors: fit in {fit_s:.1f} s (all three); 'scale' calibration: {cal_txt}; "
+        f"per kernel {final.kernel_overhead_ms * 1e3:+.1f} us, per model {final.model_overhead_ms:+.3f} ms"
     )
     if args.out:
         final.save(args.out)
-        print(f"saved {args.out}")
+        print(f"saved {args.out} ('scale' calibration)")
 
     models = list_models() if args.models == "all" else args.models.split(",")
     zoo = measure_zoo(store, args.device, models, args.remeasure)
-    print(f"\nZoo models on {args.device} (never seen in training):")
-    print(
-        f"{'model':<16}{'kernels':>8}{'measured ms':>13}{'IQR':>8}{'sum alone':>11}{'err':>8}"
-        f"{'calibrated':>12}{'err':>8}"
-    )
-    within = 0
+    print(f"\nZoo models on {args.device} (never seen in training); predicted ms (error):")
+    head = "".join(f"{c:>22}" for c in ("sum alone", "calibrated: scale", "scale+bytes"))
+    print(f"{'model':<16}{'kernels':>8}{'measured ms':>13}{'IQR':>8}{head}")
+    within = {cal: 0 for cal in CALIBRATIONS}
     for name, (art, med, iqr) in zoo.items():
-        t1 = time.perf_counter()
-        p_cal = final.predict_model(art.path)
-        pred_ms = (time.perf_counter() - t1) * 1e3
-        p_raw = raw.predict_model(art.path)
         n_k = len(final.breakdown(art.path))
-        e_raw, e_cal = p_raw / med - 1, p_cal / med - 1
-        within += abs(e_cal) <= 0.10
-        print(
-            f"{name:<16}{n_k:>8}{med:>13.3f}{iqr:>8.3f}{p_raw:>11.3f}{100 * e_raw:>+7.1f}%"
-            f"{p_cal:>12.3f}{100 * e_cal:>+7.1f}%   ({pred_ms:.0f} ms to predict)"
-        )
-    print(f"\n{within}/{len(zoo)} zoo models predicted within +-10% (calibrated)")
+        cells = ""
+        for cal in CALIBRATIONS:
+            p = preds[cal].predict_model(art.path)
+            e = p / med - 1
+            within[cal] += abs(e) <= 0.10
+            cells += f"{p:>13.3f} ({100 * e:+5.1f}%)"
+        print(f"{name:<16}{n_k:>8}{med:>13.3f}{iqr:>8.3f}{cells}")
+    t1 = time.perf_counter()
+    for _name, (art, _, _) in zoo.items():
+        final.predict_model(art.path)
+    per_model = (time.perf_counter() - t1) / max(1, len(zoo)) * 1e3
+    print(f"\nprediction time: {per_model:.0f} ms per model (ONNX load, kernel detection, trees)")
+    for cal in CALIBRATIONS:
+        print(f"{within[cal]}/{len(zoo)} zoo models within +-10% with calibration '{cal}'")
     store.close()
     return 0
 

@@ -486,7 +486,7 @@ _register()
 
 
 def kernel_training_data(
-    store, device: str
+    store, device: str, statistic: str = "median"
 ) -> tuple[list[KernelRecord | NetworkRecord], np.ndarray]:
     """What ``hwnas sample-kernels`` measured on ``device``, ready for :meth:`KernelPredictor.fit`.
 
@@ -494,4 +494,4 @@ def kernel_training_data(
     """
     from hwnas.predictors.kernels.campaign import kernel_training_data as _ktd
 
-    return _ktd(store, device)
+    return _ktd(store, device, statistic=statistic)

@@ -85,6 +85,22 @@ def planned_networks(n: int, seed: int = 0) -> list[tuple]:
     return [sample_network(np.random.default_rng([seed, 1_000_003, i])) for i in range(n)]
 
 
+def _interleave(kernels: list, networks: list) -> list:
+    """Kernels with the networks spread evenly among them (network j after kernel ~j*n/m)."""
+    if not networks:
+        return list(kernels)
+    out: list = []
+    step = len(kernels) / len(networks)
+    j = 0
+    for i, k in enumerate(kernels):
+        while j < len(networks) and j * step <= i:
+            out.append(networks[j])
+            j += 1
+        out.append(k)
+    out.extend(networks[j:])
+    return out
+
+
 def _record_failure(
     store, arch: Arch, label: str, device: str, kind: str, reason: str, shape
 ) -> None:
@@ -249,12 +265,19 @@ def sample_kernels(
             on_progress("network" if expect is None else expect, label, msg or status)
 
     try:
-        for kind, cfg in planned_kernels(n, seed, types):
-            arch = kernel_arch(kind, cfg)
-            run(arch, f"{kind}:{arch.id}", lambda k=kind, c=cfg: build_kernel(k, c), kind, settings)
-        for spec in planned_networks(networks, seed):
-            arch = network_arch(spec)
-            run(arch, f"net:{arch.id}", lambda s=spec: build_network(s), None, network_settings)
+        # Networks are spread evenly among the kernels rather than measured
+        # after them: a shared machine drifts (others' load, clocks), and the
+        # calibration compares kernels with networks, so both should sample
+        # the same periods.
+        for item in _interleave(planned_kernels(n, seed, types), planned_networks(networks, seed)):
+            if isinstance(item[0], str):
+                kind, cfg = item
+                arch = kernel_arch(kind, cfg)
+                build = lambda k=kind, c=cfg: build_kernel(k, c)  # noqa: E731
+                run(arch, f"{kind}:{arch.id}", build, kind, settings)
+            else:
+                arch = network_arch(item)
+                run(arch, f"net:{arch.id}", lambda s=item: build_network(s), None, network_settings)
         if adaptive > 0:
             for kind, cfg in _adaptive_plan(store, device_name, adaptive, seed, types):
                 arch = kernel_arch(kind, cfg)
@@ -273,8 +296,16 @@ def sample_kernels(
     return summary
 
 
-def _measured(store, device: str, networks: bool) -> dict[str, tuple[Any, tuple, float]]:
-    """arch id -> (record, configuration, median ms); the latest measurement wins."""
+STATISTICS = ("median", "p10", "min", "mean")
+
+
+def _measured(
+    store, device: str, networks: bool, statistic: str = "median"
+) -> dict[str, tuple[Any, tuple, float]]:
+    """arch id -> (record, configuration, latency ms); the latest measurement wins."""
+    if statistic not in STATISTICS:
+        raise ConfigError(f"unknown statistic '{statistic}'; use one of {', '.join(STATISTICS)}")
+    col = f"{statistic}_ms"
     from hwnas.predictors.kernel import NetworkRecord
 
     latest: dict[str, tuple[Any, tuple, float]] = {}
@@ -286,27 +317,34 @@ def _measured(store, device: str, networks: bool) -> dict[str, tuple[Any, tuple,
             latest[row["arch_id"]] = (
                 KernelRecord.from_dict(extra["kernel"]),
                 cfg,
-                float(row["median_ms"]),
+                float(row[col]),
             )
         elif networks and space == NETWORK_SPACE and "kernels" in extra:
             kernels = tuple(KernelRecord.from_dict(d) for d in extra["kernels"])
             net = NetworkRecord(kernels, row.get("label") or "")
-            latest[row["arch_id"]] = (net, cfg, float(row["median_ms"]))
+            latest[row["arch_id"]] = (net, cfg, float(row[col]))
     return latest
 
 
-def kernel_training_data(store, device: str, networks: bool = True) -> tuple[list[Any], np.ndarray]:
+def kernel_training_data(
+    store, device: str, networks: bool = True, statistic: str = "median"
+) -> tuple[list[Any], np.ndarray]:
     """Kernels (and calibration networks) measured on ``device``, for ``KernelPredictor.fit``.
 
     Args:
         store: an open :class:`hwnas.store.Store`.
         device: the device name the measurements were stored under.
         networks: include the calibration networks (:class:`NetworkRecord` items).
+        statistic: which summary of each measurement's runs is the latency:
+            ``median`` (default), ``p10``, ``min`` or ``mean``. On a shared
+            machine ``p10`` is the most repeatable: others' work only ever adds
+            time, and a kernel of 10 us is hit by it in proportion far more than
+            a model of 10 ms.
 
     Returns:
         ``(items, latencies_ms)``: items are :class:`KernelRecord` (one kernel
         measured alone) and :class:`NetworkRecord` (a whole calibration
-        network); latencies are the measured medians. When a configuration was
+        network); latencies are the chosen statistic of each measurement. When a configuration was
         measured several times the latest measurement wins.
 
     Raises:
@@ -314,7 +352,7 @@ def kernel_training_data(store, device: str, networks: bool = True) -> tuple[lis
     """
     from hwnas.errors import PredictorError
 
-    latest = _measured(store, device, networks)
+    latest = _measured(store, device, networks, statistic)
     if not latest:
         raise PredictorError(
             f"the database has no kernel measurements on '{device}'; collect them with "
