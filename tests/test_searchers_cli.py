@@ -116,3 +116,24 @@ def test_unknown_algorithm_and_missing_options(bench, tmp_path, capsys):
     assert main(["search", "random", "--space", "nb201", "--budget", "3"]) == 2
     err = capsys.readouterr().err
     assert "--accuracy" in err and "--db" in err
+
+
+
+def test_help_names_every_builtin_searcher_without_importing_torch():
+    """`hwnas --help` answers at once: the CLI names the searchers without importing them."""
+    import subprocess
+    import sys
+
+    from hwnas.commands.search import BUILTIN_SEARCHERS
+    from hwnas.searchers import list_searchers
+
+    assert sorted(BUILTIN_SEARCHERS) == list_searchers()
+    code = (
+        "import sys, io, contextlib\n"
+        "from hwnas import cli\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "    cli.main(['--help'])\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr

@@ -30,9 +30,20 @@ Re-running the same command with the same --db resumes the search.
 """
 
 
-def register(subparsers) -> None:
-    from hwnas.searchers import list_searchers
+# The built-in searchers, named here so that `hwnas --help` does not import
+# torch; tests/test_searchers_cli.py checks the list against the registry.
+BUILTIN_SEARCHERS = (
+    "autoslim",
+    "evolution",
+    "latency-darts",
+    "memnas",
+    "mnasnet-rl",
+    "naswot",
+    "random",
+)
 
+
+def register(subparsers) -> None:
     p = subparsers.add_parser(
         "search",
         help="search a space for accurate, fast, small networks (resumable)",
@@ -41,7 +52,9 @@ def register(subparsers) -> None:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("algo", metavar="ALGO", help=f"searcher: {', '.join(list_searchers())}")
+    p.add_argument(
+        "algo", metavar="ALGO", help=f"searcher: {', '.join(BUILTIN_SEARCHERS)} (or a plug-in)"
+    )
     p.add_argument("--space", help="search space (nb201, mnasnet, mobilenetv2-channels, ...)")
     p.add_argument("--input-size", type=int, default=None, help="override the space's input side")
     p.add_argument("--num-classes", type=int, default=None, help="override the space's classes")
