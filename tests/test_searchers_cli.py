@@ -118,7 +118,6 @@ def test_unknown_algorithm_and_missing_options(bench, tmp_path, capsys):
     assert "--accuracy" in err and "--db" in err
 
 
-
 def test_help_names_every_builtin_searcher_without_importing_torch():
     """`hwnas --help` answers at once: the CLI names the searchers without importing them."""
     import subprocess
