@@ -16,7 +16,7 @@ which is the cost of hiding the export.
 
 Usage::
 
-    .venv/bin/python benchmarks/campaign_overhead.py --n 100 --input-size 128 --modes pool,seq
+    .venv/bin/python benchmarks/campaign_overhead.py --n 100 --input-size 128 --modes pool,seq [--exporter torchscript]
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ from hwnas.store import Store
 def run_mode(mode: str, args, workdir: Path) -> tuple[object, dict[str, float]]:
     space = get_space("mnasnet", input_size=args.input_size)
     n = args.n if mode == "pool" or args.seq_n is None else args.seq_n
-    db = workdir / f"overhead_{mode}.db"
+    tag = "" if args.exporter == "dynamo" else f"_{args.exporter}"
+    db = workdir / f"overhead_{mode}{tag}.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     settings = MeasureSettings(
@@ -73,6 +74,7 @@ def run_mode(mode: str, args, workdir: Path) -> tuple[object, dict[str, float]]:
                 cache_dir=cache,
                 discard_artifacts=True,
                 progress=tick,
+                exporter=args.exporter,
             )
             medians = {r["arch_id"]: r["median_ms"] for r in store.measurements(device="cpu-ort")}
         summary.notes.append(f"load average {load0:.1f} -> {os.getloadavg()[0]:.1f}")
@@ -97,6 +99,12 @@ def main() -> int:
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
+        "--exporter",
+        choices=("dynamo", "torchscript"),
+        default="dynamo",
+        help="ONNX exporter of every mode (default dynamo, torch's default)",
+    )
+    ap.add_argument(
         "--workdir",
         default="/tmp/hwnas_bench",
         help="dbs and export caches (default /tmp/hwnas_bench)",
@@ -107,7 +115,8 @@ def main() -> int:
     import torch
 
     print(
-        f"# campaign overhead: mnasnet @ {args.input_size}px on cpu-ort (1 thread, isolated worker)\n"
+        f"# campaign overhead: mnasnet @ {args.input_size}px on cpu-ort (1 thread, isolated worker), "
+        f"{args.exporter} exporter\n"
         f"# {cpu_model()}, {os.cpu_count()} logical cores (usable {sorted(os.sched_getaffinity(0))}), "
         f"python {platform.python_version()}, torch {torch.__version__}\n"
         f"# timing: {'runs=' + str(args.runs) if args.runs else 'adaptive'}, budget "

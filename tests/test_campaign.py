@@ -284,3 +284,28 @@ def test_ctrl_c_keeps_what_was_measured_and_the_rerun_continues(tmp_path):
         rest = run_campaign(space, 5, create_device("cpu-ort"), store, settings=FAST)
         assert (rest.skipped, rest.measured, rest.interrupted) == (2, 3, False)
         assert len({r["arch_id"] for r in store.measurements()}) == 5
+
+
+def test_cli_sample_with_the_torchscript_exporter(tmp_path, capsys, monkeypatch):
+    import torch
+
+    from hwnas.cli import main
+
+    used = []
+    real = torch.onnx.export
+
+    def spy(*args, **kwargs):
+        used.append(kwargs.get("dynamo"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", spy)
+    monkeypatch.setenv("HWNAS_CACHE", str(tmp_path / "cache"))  # export for real, not from cache
+    db = tmp_path / "ts.db"
+    argv = ["sample", "tiny-campaign", "-n", "2", "--db", str(db), "--runs", "5", "--warmup", "1"]
+    assert main([*argv, "--no-isolate", "--exporter", "torchscript", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["measured"] == 2 and summary["failed"] == 0
+    assert used == [False, False]
+    with pytest.raises(SystemExit):
+        main([*argv, "--exporter", "tflite"])
+    assert "invalid choice: 'tflite'" in capsys.readouterr().err

@@ -8,6 +8,7 @@ import sqlite3
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper
@@ -217,6 +218,20 @@ def test_to_onnx_exports_checks_and_caches(tmp_path):
     with torch.no_grad():
         m.fc.bias += 1
     assert to_onnx(m, (1, 3, 8, 8), cache_dir=tmp_path).sha256 != a.sha256
+
+
+def test_torchscript_exporter_is_a_separate_checked_artifact(tmp_path):
+    torch.manual_seed(0)
+    m = _Tiny()
+    d = to_onnx(m, (1, 3, 8, 8), cache_dir=tmp_path)
+    t = to_onnx(m, (1, 3, 8, 8), cache_dir=tmp_path, exporter="torchscript")
+    assert t.path != d.path  # cached under its own key
+    assert (d.meta["exporter"], t.meta["exporter"]) == ("dynamo", "torchscript")
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    outs = [ort.InferenceSession(a.path).run(None, {"input": x})[0] for a in (d, t)]
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ExportError, match="unknown exporter 'tflite'; use one of dynamo"):
+        to_onnx(m, (1, 3, 8, 8), cache_dir=tmp_path, exporter="tflite")
 
 
 def test_parity_check_catches_a_wrong_export(tmp_path, monkeypatch):

@@ -186,6 +186,7 @@ def prepare_arch(
     seed: int = 0,
     device_name: str = "",
     with_metrics: bool = True,
+    exporter: str = "dynamo",
 ) -> Prepared:
     """Build, export and count one architecture.
 
@@ -202,6 +203,7 @@ def prepare_arch(
         seed: weight seed.
         device_name: recorded in a failure.
         with_metrics: count FLOPs/MACs/params and memory.
+        exporter: ``dynamo`` or ``torchscript`` (see :func:`hwnas.export.to_onnx`).
 
     Returns:
         a :class:`Prepared`; on a build or export error, ``artifact`` is ``None``
@@ -236,6 +238,7 @@ def prepare_arch(
             cache_dir=cache_dir,
             check=check,
             source=space_source(space, arch, seed),
+            exporter=exporter,
         )
     except Exception as exc:  # ExportError, or anything the exporter let through
         prep.failure = MeasurementFailure(device_name, arch.id, "export", _with_root_cause(exc))

@@ -323,6 +323,7 @@ class RayCampaign:
             resources; see :func:`~hwnas.distributed.cluster.connect`).
         cache_dir: export cache on each node (default: the node's own).
         check: parity-check every export.
+        exporter: ``dynamo`` or ``torchscript`` (see :func:`hwnas.export.to_onnx`).
         retry_failed: measure again what failed before.
         discard_artifacts: delete each exported file on its node once measured.
         max_restarts: times Ray restarts a lost device actor.
@@ -347,6 +348,7 @@ class RayCampaign:
         check: bool = True,
         retry_failed: bool = False,
         discard_artifacts: bool = False,
+        exporter: str = "dynamo",
         max_restarts: int = 3,
         max_attempts: int = 3,
         start_timeout_s: float = 300.0,
@@ -366,6 +368,7 @@ class RayCampaign:
             "cache_dir": str(cache_dir) if cache_dir else None,
             "check": check,
             "seed": 0,
+            "exporter": exporter,
         }
         self.retry_failed = retry_failed
         self.discard_artifacts = discard_artifacts

@@ -75,6 +75,7 @@ def sample_on_ray(
             campaign=args.campaign,
             address=ray_address(args.ray),
             check=args.check,
+            exporter=args.exporter,
             retry_failed=args.retry_failed,
             discard_artifacts=args.discard_artifacts,
             progress=lambda n, status: bar.advance(n, status=status),

@@ -19,6 +19,7 @@ from hwnas.errors import ExportError
 from hwnas.export.artifact import Artifact, sha256_file
 
 DEFAULT_OPSET = 18
+EXPORTERS = ("dynamo", "torchscript")
 
 
 def default_cache_dir() -> Path:
@@ -115,6 +116,7 @@ def to_onnx(
     check: bool = True,
     seed: int = 0,
     source: dict | None = None,
+    exporter: str = "dynamo",
 ) -> Artifact:
     """Export ``module`` to ONNX for one fixed input shape.
 
@@ -133,16 +135,25 @@ def to_onnx(
         source: how to rebuild the module (``{"kind": "zoo", "name": ...}`` or
             ``{"kind": "space", "space": ..., "choices": [...], ...}``); lets
             ``cpu-torch`` time the same model in eager mode.
+        exporter: ``dynamo`` (torch's default exporter, ``torch.export`` +
+            onnxscript) or ``torchscript`` (the older tracing exporter, about
+            9x faster on MnasNet-space networks here: 0.7 s against 6 s; what
+            a campaign of thousands of architectures wants). Both are checked
+            against torch the same way.
 
     Raises:
         ExportError: the exporter failed, or the exported graph disagrees with torch.
     """
+    if exporter not in EXPORTERS:
+        raise ExportError(f"unknown exporter '{exporter}'; use one of {', '.join(EXPORTERS)}")
     module = module.eval()
     shape = tuple(int(s) for s in input_shape)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
+    # The dynamo key keeps its original form so existing caches stay valid.
+    tag = "" if exporter == "dynamo" else f"|{exporter}"
     key = hashlib.sha256(
-        f"{module_fingerprint(module)}|{shape}|{opset}|{torch.__version__}".encode()
+        f"{module_fingerprint(module)}|{shape}|{opset}|{torch.__version__}{tag}".encode()
     ).hexdigest()[:24]
     path = cache / f"{key}.onnx"
     example = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
@@ -160,9 +171,9 @@ def to_onnx(
                     input_names=["input"],
                     output_names=["output"],
                     opset_version=opset,
-                    dynamo=True,
-                    external_data=False,
+                    dynamo=exporter == "dynamo",
                     verbose=False,
+                    **({"external_data": False} if exporter == "dynamo" else {}),
                 )
             if check:
                 check_parity(module, tmp, example)
@@ -184,5 +195,10 @@ def to_onnx(
         sha256=sha256_file(path),
         input_shapes=(("input", shape),),
         label=label,
-        meta={"opset": opset, "torch": torch.__version__, "source": source or {}},
+        meta={
+            "opset": opset,
+            "torch": torch.__version__,
+            "exporter": exporter,
+            "source": source or {},
+        },
     )
