@@ -273,8 +273,8 @@ def register(sub) -> None:
         choices=("dynamo", "torchscript"),
         default="dynamo",
         help="torch's default exporter (dynamo) or the older tracing one (torchscript): "
-        "about 9x faster to export, the same graph after ONNX Runtime's optimisations; "
-        "use it for long campaigns (default dynamo)",
+        "about 9x faster to export; its graphs measured 1-2%% slower and count ~0.6%% more "
+        "FLOPs here, so keep one exporter per dataset (default dynamo)",
     )
     p.add_argument(
         "--isolate",
