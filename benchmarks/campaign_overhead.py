@@ -34,6 +34,7 @@ import numpy as np
 from hwnas.campaigns import run_campaign
 from hwnas.devices.hostinfo import cpu_model
 from hwnas.devices.isolated import IsolatedDevice
+from hwnas.export import EXPORTERS
 from hwnas.profilers.latency import MeasureSettings
 from hwnas.spaces import get_space
 from hwnas.store import Store
@@ -100,7 +101,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--exporter",
-        choices=("dynamo", "torchscript"),
+        choices=EXPORTERS,
         default="dynamo",
         help="ONNX exporter of every mode (default dynamo, torch's default)",
     )

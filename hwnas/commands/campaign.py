@@ -17,6 +17,7 @@ from hwnas.commands._common import (
     table,
 )
 from hwnas.errors import ConfigError
+from hwnas.export import EXPORTERS
 
 
 def _space(args):
@@ -270,7 +271,7 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--exporter",
-        choices=("dynamo", "torchscript"),
+        choices=EXPORTERS,
         default="dynamo",
         help="torch's default exporter (dynamo) or the older tracing one (torchscript): "
         "about 9x faster to export; its graphs measured 1-2%% slower and count ~0.6%% more "

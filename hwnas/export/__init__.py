@@ -8,6 +8,10 @@ shapes, exporter versions), so a campaign re-run exports nothing twice.
 
 from hwnas.export.artifact import Artifact, load_onnx, parse_shape
 
+# The torch -> ONNX exporters ``to_onnx(exporter=...)`` accepts; here, not in
+# onnx_export, so that the CLI can offer them without importing torch.
+EXPORTERS = ("dynamo", "torchscript")
+
 
 def to_onnx(*args, **kwargs):
     """torch -> ONNX, checked and cached; see :func:`hwnas.export.onnx_export.to_onnx`.
@@ -32,4 +36,12 @@ def to_tflite(*args, **kwargs):
     return _to_tflite(*args, **kwargs)
 
 
-__all__ = ["Artifact", "default_cache_dir", "load_onnx", "parse_shape", "to_onnx", "to_tflite"]
+__all__ = [
+    "EXPORTERS",
+    "Artifact",
+    "default_cache_dir",
+    "load_onnx",
+    "parse_shape",
+    "to_onnx",
+    "to_tflite",
+]

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from hwnas.errors import ExportError
+from hwnas.export import EXPORTERS
 from hwnas.export.artifact import Artifact, sha256_file
 
 DEFAULT_OPSET = 18
-EXPORTERS = ("dynamo", "torchscript")
 
 
 def default_cache_dir() -> Path:
