@@ -35,6 +35,7 @@ Usage::
     .venv/bin/python benchmarks/ray_vs_local.py                  # everything
     .venv/bin/python benchmarks/ray_vs_local.py --only search
     .venv/bin/python benchmarks/ray_vs_local.py --n 40 --cells 1 # a quicker campaign
+    .venv/bin/python benchmarks/ray_vs_local.py --exporter torchscript
 
 ``--cells N`` (< 5) shrinks the NB201 skeleton to N cells per stage: the
 exporter's cost grows with the graph, and on a loaded 2-core machine a full
@@ -60,6 +61,7 @@ NB201_CSV = REPO.parent / "shared" / "data" / "nb201" / "nb201_benchmark.csv"
 sys.path.insert(0, str(REPO))
 
 from hwnas.arch import Arch  # noqa: E402
+from hwnas.export import EXPORTERS  # noqa: E402
 from hwnas.spaces.nb201 import NB201Network, NB201Space  # noqa: E402
 
 
@@ -107,7 +109,11 @@ def campaign(args, tmp: Path) -> list[dict]:
 
     space = SmallNB201(cells=args.cells)
     settings = MeasureSettings(warmup=args.warmup, runs=args.runs)
-    print(f"campaign: {args.n} nb201 archs ({args.cells} cells/stage), local ...", flush=True)
+    print(
+        f"campaign: {args.n} nb201 archs ({args.cells} cells/stage, {args.exporter} export), "
+        "local ...",
+        flush=True,
+    )
     with Store(tmp / "local.db") as store:
         local = run_campaign(
             space,
@@ -117,6 +123,7 @@ def campaign(args, tmp: Path) -> list[dict]:
             settings=settings,
             cache_dir=tmp / "cache-local",
             check=args.check,
+            exporter=args.exporter,
         )
         local_ids = {r["arch_id"] for r in store.measurements(status=None)}
     print(f"  local: {local.wall_s:.1f} s; Ray with {args.workers} workers ...", flush=True)
@@ -139,6 +146,7 @@ def campaign(args, tmp: Path) -> list[dict]:
             settings=settings,
             cache_dir=tmp / "cache-ray",
             check=args.check,
+            exporter=args.exporter,
         )
         try:
             rc.start()
@@ -149,7 +157,7 @@ def campaign(args, tmp: Path) -> list[dict]:
     print(f"  ray: {remote.wall_s:.1f} s", flush=True)
     return [
         {
-            "workload": f"campaign, {args.n} archs",
+            "workload": f"campaign, {args.n} archs, {args.exporter}",
             "local_s": local.wall_s,
             "ray_s": remote.wall_s,
             "ray_startup_s": remote.startup_s,
@@ -307,6 +315,12 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=2, help="warm-up runs per model (default 2)")
     p.add_argument("--naswot-batch", type=int, default=32, help="images per NASWOT score")
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument(
+        "--exporter",
+        choices=EXPORTERS,
+        default="dynamo",
+        help="torch -> ONNX exporter of the campaign (torchscript: ~9x faster to export)",
+    )
     p.add_argument("--only", choices=("campaign", "search"), default=None)
     args = p.parse_args()
 
