@@ -2,18 +2,32 @@
 
 Resumable by construction: the architectures are a deterministic function of
 (space, seed, N) (and the first N of a longer run are the same N), every
-result is committed the moment it arrives, and an architecture already in the
-store for this device and input shape is skipped. Re-running the same command
-after Ctrl-C, a crash or ``kill -9`` therefore continues where it stopped and
-never measures anything twice; at most the measurement in flight is lost.
+result is committed the moment it arrives, and an experiment already in the
+store (same architecture, device, input shape, classes and exporter) is
+skipped. Re-running the same command after Ctrl-C, a crash or ``kill -9``
+therefore continues where it stopped and never measures anything twice; at
+most the measurement in flight is lost.
+
+Several processes (or machines) may run campaigns on one store at once: each
+architecture is *claimed* in the store before it is exported and measured
+(:meth:`~hwnas.store.Store.claim`), so they split the work instead of doubling
+it; one that finds an architecture claimed by a live process does the others
+first and comes back to it. The store's uniqueness rule backs this up: a
+successful measurement is stored once per experiment whatever happens.
+
+Failures of the architecture (build, export) count as done until
+``retry_failed``; failures of the device (runtime error, crash, timeout) are
+tried again by a later run once ``retry_after_s`` has passed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import time
-from collections import Counter
+import uuid
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +48,12 @@ from hwnas.campaigns.step import (
 from hwnas.errors import ConfigError, SpaceError
 from hwnas.profilers.latency import MeasureSettings
 from hwnas.spaces.base import SearchSpace
+from hwnas.store.sqlite import MeasurementKey
+
+#: Seconds after which a device failure (runtime, crash, timeout) is tried again.
+DEFAULT_RETRY_AFTER_S = 3600.0
+#: Seconds between two looks at architectures another process is measuring.
+CLAIM_POLL_S = 0.5
 
 #: Called after every architecture processed: (how many to advance the bar, status text).
 ProgressFn = Callable[[int, str], None]
@@ -222,6 +242,8 @@ def run_campaign(
     progress: ProgressFn | None = None,
     on_plan: Callable[[int, int], None] | None = None,
     exporter: str = "dynamo",
+    retry_after_s: float | None = DEFAULT_RETRY_AFTER_S,
+    claim_ttl_s: float | None = None,
 ) -> CampaignSummary:
     """Measure ``n`` distinct architectures of ``space`` on ``device`` into ``store``.
 
@@ -248,7 +270,13 @@ def run_campaign(
         export_workers: processes exporting ahead (0 = export in this process).
         cache_dir: export cache (default: ``$HWNAS_CACHE`` or ``~/.cache/hwnas``).
         check: parity-check every export against torch.
-        retry_failed: measure again the architectures whose earlier attempt failed.
+        retry_failed: measure again the architectures whose earlier attempt failed
+            (each once per run, even with several processes).
+        retry_after_s: a device failure (runtime, crash, timeout) older than this
+            is tried again; ``None`` never retries them without ``retry_failed``.
+        claim_ttl_s: how long a claim holds before another machine may take it over
+            (default: 4 x the timeout, at least 30 min); on this machine the claim
+            of a process that is gone is taken over at once.
         discard_artifacts: delete each exported file once measured (saves disk
             on long campaigns; the store keeps its sha256).
         progress: called after each architecture measured or failed in this run.
@@ -277,16 +305,71 @@ def run_campaign(
     )
     tick = progress or (lambda _n, _s: None)
     t_start = time.perf_counter()
+    first_new_row = store.last_measurement_id() if hasattr(store, "last_measurement_id") else 0
     archs = sample_distinct(space, n, seed)
+    # Rows of stores older than schema 2 did not record classes and exporter; they
+    # count when this run asks for what those campaigns used (the space's defaults).
+    legacy_ok = (
+        space.num_classes == getattr(type(space), "num_classes", space.num_classes)
+        and exporter == "dynamo"
+    )
+    check_kw = {
+        "include_failed": not retry_failed,
+        "legacy_ok": legacy_ok,
+        "retry_after_s": retry_after_s,
+    }
+
+    def key(a: Arch) -> MeasurementKey:
+        return MeasurementKey.of(a.id, name, shape, space.num_classes, exporter)
+
     todo = [
         a
         for a in archs
-        if not store.has_measurement(a.id, name, shape, include_failed=not retry_failed)
+        if not store.has_measurement(
+            a.id, name, shape, num_classes=space.num_classes, exporter=exporter, **check_kw
+        )
     ]
     summary.skipped = len(archs) - len(todo)
     summary.timings["sample"] = time.perf_counter() - t_start
     if on_plan is not None:
         on_plan(len(todo), summary.skipped)
+
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    ttl = claim_ttl_s or max(1800.0, 4 * settings.timeout_s)
+    pending: deque[Arch] = deque(todo)
+    busy: list[Arch] = []
+    held: set[MeasurementKey] = set()
+    can_claim = hasattr(store, "claim")
+
+    def next_arch(block: bool) -> Arch | None:
+        """The next architecture this process holds the claim of, or ``None`` when none is left
+        (or, with ``block=False``, when the rest are being measured by others)."""
+        while True:
+            while pending:
+                a = pending.popleft()
+                if not can_claim:
+                    return a
+                k = key(a)
+                state = store.claim(
+                    k,
+                    owner,
+                    ttl,
+                    failed_after_id=first_new_row if retry_failed else None,
+                    **check_kw,
+                )
+                if state == "claimed":
+                    held.add(k)
+                    return a
+                if state == "done":  # another process measured it meanwhile
+                    summary.skipped += 1
+                    tick(1, f"{a.id}: measured by another process")
+                else:
+                    busy.append(a)
+            if not busy or not block:
+                return None
+            time.sleep(CLAIM_POLL_S)  # come back to what others are measuring
+            pending.extend(busy)
+            busy.clear()
 
     options = {
         "cache_dir": cache_dir,
@@ -305,7 +388,18 @@ def run_campaign(
             assert result.measurement is not None
             store.add_device(name, result.measurement.environment)
             device_recorded = True
-        record_result(store, result, device_name=name, campaign=campaign)
+        record_result(
+            store,
+            result,
+            device_name=name,
+            campaign=campaign,
+            num_classes=space.num_classes,
+            exporter=exporter,
+        )
+        k = key(prepared.arch)
+        if k in held:
+            store.release(k, owner)
+            held.discard(k)
         summary.timings["store"] += time.perf_counter() - t0
         _account(summary, result)
         if discard_artifacts and result.artifact is not None:
@@ -324,7 +418,7 @@ def run_campaign(
         if not todo:
             pass
         elif export_workers == 0:
-            for arch in todo:
+            while (arch := next_arch(block=True)) is not None:
                 t0 = time.perf_counter()
                 prepared = prepare_arch(space, arch, **options)
                 summary.timings["export_wait"] += time.perf_counter() - t0
@@ -338,21 +432,32 @@ def run_campaign(
                     job_timeout_s=max(900.0, settings.timeout_s),
                     **options,
                 )
-                queue = list(reversed(todo))
-                for _ in range(min(export_workers, len(queue))):
-                    pool.submit(queue.pop())
+
+                def fill(block: bool) -> None:
+                    # keep the workers exporting ahead while this process measures
+                    while pool.pending < export_workers:
+                        arch = next_arch(block=block and not pool.pending)
+                        if arch is None:
+                            return
+                        pool.submit(arch)
+
+                fill(block=True)
                 while pool.pending:
                     t0 = time.perf_counter()
                     prepared = pool.next_result()
                     summary.timings["export_wait"] += time.perf_counter() - t0
-                    if queue:  # the workers export the next one while this one is measured
-                        pool.submit(queue.pop())
+                    fill(block=False)  # the next one exports while this one is measured
                     handle(prepared)
+                    if not pool.pending:
+                        fill(block=True)
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
         if pool is not None:
             pool.close()
+        for k in held:  # give back what was claimed but not measured
+            with contextlib.suppress(Exception):
+                store.release(k, owner)
         summary.wall_s = time.perf_counter() - t_start
     return summary
 

@@ -322,8 +322,13 @@ def record_result(
     *,
     device_name: str,
     campaign: str | None = None,
+    num_classes: int | None = None,
+    exporter: str | None = None,
 ) -> None:
     """Write one result to the store: arch, artifact, metrics, then the measurement.
+
+    ``num_classes`` and ``exporter`` complete the measurement's key (they change
+    the network that was timed; see :class:`hwnas.store.sqlite.MeasurementKey`).
 
     The measurement row goes last: it is what :meth:`Store.has_measurement`
     looks for, so a process killed half-way through this function leaves the
@@ -343,5 +348,11 @@ def record_result(
     outcome = result.measurement if result.measurement is not None else result.failure
     assert outcome is not None, "an ArchResult holds a measurement or a failure"
     store.add_measurement(
-        arch.id, outcome, result.input_shape, device=device_name, campaign=campaign
+        arch.id,
+        outcome,
+        result.input_shape,
+        device=device_name,
+        campaign=campaign,
+        num_classes=num_classes,
+        exporter=exporter,
     )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
+import math
+import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -157,16 +160,19 @@ def add_measure_options(p) -> None:
     p.add_argument(
         "--device", default="cpu-ort", help="device name (see `hwnas devices`); default cpu-ort"
     )
-    p.add_argument("--threads", type=int, default=None, help="runtime threads (default 1)")
+    p.add_argument("--threads", type=count, default=None, help="runtime threads (default 1)")
     p.add_argument(
-        "--runs", type=int, default=None, help="exact number of timed runs (default: adaptive)"
-    )
-    p.add_argument("--warmup", type=int, default=None, help="warm-up runs (default: adaptive)")
-    p.add_argument(
-        "--budget", type=float, default=None, help="seconds of timed runs per model (default 10)"
+        "--runs", type=count, default=None, help="exact number of timed runs (default: adaptive)"
     )
     p.add_argument(
-        "--timeout", type=float, default=None, help="seconds before a hung measurement is killed"
+        "--warmup", type=nonneg_int, default=None, help="warm-up runs (default: adaptive)"
+    )
+    add_seconds_option(p, help="seconds of timed runs per model (default 10)")
+    p.add_argument(
+        "--timeout",
+        type=seconds,
+        default=None,
+        help="seconds before a hung measurement is killed",
     )
 
 
@@ -180,7 +186,216 @@ def settings_from_args(args) -> Any:
     kw = {
         "runs": args.runs,
         "warmup": args.warmup,
-        "budget_s": getattr(args, "budget", None),
+        "budget_s": getattr(args, "seconds", None),
         "timeout_s": getattr(args, "timeout", None),
     }
     return MeasureSettings(**{k: v for k, v in kw.items() if v is not None})
+
+
+# ---- option types: every number is range-checked when it is parsed ------------------------
+#
+# argparse turns an ArgumentTypeError into "hwnas CMD: error: argument --x: MESSAGE" and
+# exit status 2, before any heavy module (torch) is imported and before anything is stored.
+
+#: Largest input tensor accepted, in elements, when the machine's memory cannot be read.
+_FALLBACK_MAX_ELEMENTS = 1 << 28
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        return int(str(text).strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not {what}") from None
+
+
+def _bounded_int(lo: int, what: str, hi: int | None = None):
+    def parse(text: str) -> int:
+        v = _int(text, f"an integer ({what})")
+        if v < lo or (hi is not None and v > hi):
+            bound = f">= {lo}" if hi is None else f"between {lo} and {hi}"
+            raise argparse.ArgumentTypeError(f"must be {bound} ({what}), got {v}")
+        return v
+
+    parse.__name__ = "integer"  # what argparse names in "invalid integer value"
+    return parse
+
+
+#: A count of things (runs, threads, architectures, evaluations...): an integer >= 1.
+count = _bounded_int(1, "a count")
+#: Warm-up runs, retries, pairs to show: an integer >= 0.
+nonneg_int = _bounded_int(0, "zero or more")
+#: A random seed: numpy accepts 0 .. 2**32 - 1 for every generator we seed.
+seed = _bounded_int(0, "a seed", 2**32 - 1)
+#: Classifier outputs.
+num_classes = _bounded_int(1, "classifier outputs", 1_000_000)
+
+
+def seconds(text: str) -> float:
+    """A duration in seconds: a finite number > 0."""
+    try:
+        v = float(str(text).strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text}")
+    return v
+
+
+def fraction(text: str) -> float:
+    """A relative tolerance or share: a finite number >= 0."""
+    try:
+        v = float(str(text).strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return v
+
+
+def finite_float(text: str) -> float:
+    """Any finite number (weights of a reward may be negative)."""
+    try:
+        v = float(str(text).strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return v
+
+
+def available_memory_bytes() -> int | None:
+    """Physical memory available now (Linux ``MemAvailable``), or ``None`` if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_elements(elements: int, what: str) -> None:
+    """Refuse an input whose float32 tensor alone would not fit in memory.
+
+    A network's activations are many times its input, so an input larger than
+    a tenth of the available memory cannot be built, exported or measured.
+    """
+    avail = available_memory_bytes()
+    limit = avail // 40 if avail else _FALLBACK_MAX_ELEMENTS  # 4-byte floats, 1/10 of memory
+    if elements > limit:
+        gib = (avail or _FALLBACK_MAX_ELEMENTS * 40) / 2**30
+        raise argparse.ArgumentTypeError(
+            f"{what} needs {elements * 4 / 2**30:.1f} GiB for the input alone; more than this "
+            f"machine's memory allows ({gib:.1f} GiB available): give a smaller size"
+        )
+
+
+def input_size(text: str) -> int:
+    """An image side in pixels: >= 1, and a 3-channel image of it must fit in memory."""
+    v = _int(text, "an integer (input side in pixels)")
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be an input side >= 1 pixel, got {v}")
+    _check_elements(3 * v * v, f"input side {v}")
+    return v
+
+
+def input_shape(text: str) -> str:
+    """``1,3,224,224``: positive integers whose product fits in memory (kept as text)."""
+    from hwnas.export.artifact import parse_shape
+
+    try:
+        shape = parse_shape(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    _check_elements(math.prod(shape), f"input shape {text}")
+    return text
+
+
+def add_seconds_option(p, help: str, dest: str = "seconds") -> None:
+    """``--seconds`` (a time budget), with the old spelling ``--budget`` as a deprecated alias.
+
+    ``--budget`` means a number of evaluations in ``hwnas search``; the time
+    budget of the measuring commands is ``--seconds``. Old scripts keep working
+    and are told once on stderr.
+    """
+    p.add_argument("--seconds", dest=dest, type=seconds, default=None, help=help)
+    p.add_argument(
+        "--budget",
+        dest=dest,
+        type=seconds,
+        action=_DeprecatedAlias,
+        new="--seconds",
+        default=None,
+        help=argparse.SUPPRESS,
+    )
+
+
+class _DeprecatedAlias(argparse.Action):
+    """Store the value and print one line naming the new option."""
+
+    def __init__(self, option_strings, dest, new: str, **kw):
+        self.new = new
+        super().__init__(option_strings, dest, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(
+            f"hwnas: note: {option_string} is deprecated here; use {self.new}",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, values)
+
+
+def out_file(text: str) -> str:
+    """A file to write: not a directory, its folder must exist (or be creatable) and be writable.
+
+    Checked at parse time so that a long run does not fail at its very end.
+    """
+    if not text or not str(text).strip():
+        raise argparse.ArgumentTypeError("is empty; give a file name")
+    p = Path(text)
+    if p.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory; give a file name inside it")
+    parent = p.parent if str(p.parent) else Path(".")
+    existing = parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{existing} is not a directory; give another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write in {existing}; give a writable path")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise argparse.ArgumentTypeError(f"{text} is not writable; give another file")
+    return text
+
+
+def out_dir(text: str) -> str:
+    """A folder to write into: not a file, and creatable/writable."""
+    if not text or not str(text).strip():
+        raise argparse.ArgumentTypeError("is empty; give a folder name")
+    p = Path(text)
+    if p.exists() and not p.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file; give a folder")
+    existing = p
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{existing} is not a directory; give another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write in {existing}; give a writable folder")
+    return text
+
+
+def in_file(text: str) -> str:
+    """A file to read: exists and is not a directory."""
+    p = Path(text)
+    if p.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory; give a file")
+    if not p.exists():
+        raise argparse.ArgumentTypeError(f"{text} does not exist")
+    if not os.access(p, os.R_OK):
+        raise argparse.ArgumentTypeError(f"{text} is not readable")
+    return text
