@@ -35,6 +35,7 @@ from typing import Any
 
 from hwnas.arch import Arch
 from hwnas.campaigns.step import Prepared, prepare_arch
+from hwnas.devices.isolated import start_without_sigint
 from hwnas.errors import ExportError
 from hwnas.profilers.latency import MeasurementFailure
 from hwnas.spaces.base import SearchSpace
@@ -97,7 +98,7 @@ class _Worker:
         self.proc = ctx.Process(
             target=_export_worker, args=(child, space, cores, options), daemon=True
         )
-        self.proc.start()
+        start_without_sigint(self.proc)  # Ctrl-C is the parent's to handle
         child.close()
         self.conn = parent
         self.job: Arch | None = None

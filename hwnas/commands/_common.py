@@ -315,7 +315,7 @@ def input_shape(text: str) -> str:
     return text
 
 
-def add_seconds_option(p, help: str, dest: str = "seconds") -> None:
+def add_seconds_option(p, help: str, dest: str = "seconds", old: str = "--budget") -> None:
     """``--seconds`` (a time budget), with the old spelling ``--budget`` as a deprecated alias.
 
     ``--budget`` means a number of evaluations in ``hwnas search``; the time
@@ -324,7 +324,7 @@ def add_seconds_option(p, help: str, dest: str = "seconds") -> None:
     """
     p.add_argument("--seconds", dest=dest, type=seconds, default=None, help=help)
     p.add_argument(
-        "--budget",
+        old,
         dest=dest,
         type=seconds,
         action=_DeprecatedAlias,
@@ -399,3 +399,51 @@ def in_file(text: str) -> str:
     if not os.access(p, os.R_OK):
         raise argparse.ArgumentTypeError(f"{text} is not readable")
     return text
+
+
+def check_settings(factory: Any, values: dict[str, Any], what: str) -> None:
+    """Type- and range-check ``--set`` values against the defaults of ``factory``'s keywords.
+
+    A setting whose default is a positive integer (epochs, ensemble, hidden width,
+    trees) must be an integer >= 1; a non-negative default allows 0; a number must
+    be finite, and >= 0 when its default is (rates, decays); a flag must be
+    true/false. Keys the signature does not name are left to the factory.
+
+    Raises:
+        ConfigError: naming the setting, what it takes and what was given.
+    """
+    import inspect
+
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return
+    for key, value in values.items():
+        param = params.get(key)
+        if param is None or param.default is inspect.Parameter.empty or param.default is None:
+            continue
+        default = param.default
+        where = f"--set {key}={value!r} ({what})"
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}: takes true or false")
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{where}: takes an integer")
+            low = 1 if default >= 1 else 0
+            if default >= 0 and value < low:
+                raise ConfigError(f"{where}: must be >= {low}")
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{where}: takes a number")
+            if not math.isfinite(value):
+                raise ConfigError(f"{where}: must be a finite number")
+            if default >= 0 and value < 0:
+                raise ConfigError(f"{where}: must be >= 0")
+        elif isinstance(default, list | tuple):
+            items = value if isinstance(value, list | tuple) else [value]
+            if all(isinstance(d, int) and not isinstance(d, bool) for d in default) and not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in items
+            ):
+                raise ConfigError(f"{where}: takes integers >= 1 (e.g. [128,128])")

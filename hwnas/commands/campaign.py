@@ -8,11 +8,19 @@ from pathlib import Path
 from hwnas.commands._common import (
     add_measure_options,
     console,
+    count,
     err_console,
     fmt,
     human,
+    in_file,
+    input_size,
+    nonneg_int,
+    num_classes,
+    out_file,
     print_json,
     progress,
+    seconds,
+    seed,
     settings_from_args,
     table,
 )
@@ -66,6 +74,7 @@ def run_sample(args) -> int:
                     campaign=args.campaign,
                     export_workers=args.export_workers,
                     retry_failed=args.retry_failed,
+                    retry_after_s=args.retry_after,
                     discard_artifacts=args.discard_artifacts,
                     check=args.check,
                     exporter=args.exporter,
@@ -178,6 +187,12 @@ def run_import(args) -> int:
             campaign=args.campaign,
             skip_bad_rows=args.skip_bad_rows,
         )
+    if not any(s.added[d] or s.already[d] for d in names):
+        raise ConfigError(
+            f"{args.csv}: no usable latency in column(s) {', '.join(args.latency_column)} "
+            f"({s.rows} rows read, {len(s.bad_rows)} unparsable); check --latency-column, "
+            "--arch-column and --space"
+        )
     rows = [
         (dev, col, s.added[dev], s.already[dev], s.missing.get(dev, 0))
         for dev, col in zip(names, args.latency_column, strict=True)
@@ -212,7 +227,7 @@ def run_export(args) -> int:
         "campaign": args.campaign,
         "status": status,
     }
-    with Store(db) as store:
+    with Store(db, readonly=True) as store:
         n = (store.export_json if fmt_ == "json" else store.export_csv)(out, **filters)
     console.print(f"wrote {n} measurements to {out} ({fmt_})")
     return 0
@@ -229,19 +244,25 @@ def register(sub) -> None:
         ),
     )
     p.add_argument("space", help="search space (mnasnet, nb201, mobilenetv2-channels, ...)")
-    p.add_argument("-n", type=int, required=True, help="number of distinct architectures")
+    p.add_argument("-n", type=count, required=True, help="number of distinct architectures")
     add_measure_options(p)
     p.add_argument("--db", default="hwnas.db", help="SQLite file (default hwnas.db)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="sampling seed (default 0)")
     p.add_argument(
-        "--input-size", type=int, default=None, help="input resolution (default: the space's)"
+        "--input-size",
+        type=input_size,
+        default=None,
+        help="input resolution (default: the space's)",
     )
     p.add_argument(
-        "--num-classes", type=int, default=None, help="classifier outputs (default: the space's)"
+        "--num-classes",
+        type=num_classes,
+        default=None,
+        help="classifier outputs (default: the space's)",
     )
     p.add_argument(
         "--export-workers",
-        type=int,
+        type=nonneg_int,
         default=0,
         help="processes exporting ahead on cores the measurement does not use (default 0: "
         "export between measurements, nothing of ours runs while timing); worth it only with "
@@ -256,7 +277,17 @@ def register(sub) -> None:
         "--campaign", default=None, help="label stored with each row (default SPACE-SIZEpx-seedS)"
     )
     p.add_argument(
-        "--retry-failed", action="store_true", help="measure again architectures that failed before"
+        "--retry-failed",
+        action="store_true",
+        help="measure again architectures that failed before (also build/export failures)",
+    )
+    p.add_argument(
+        "--retry-after",
+        type=seconds,
+        default=3600.0,
+        metavar="SECONDS",
+        help="a device failure (runtime error, crash, timeout) older than this is measured "
+        "again by the next run (default 3600)",
     )
     p.add_argument(
         "--discard-artifacts",
@@ -300,7 +331,7 @@ def register(sub) -> None:
         help="load published latencies from a CSV (e.g. the NAS-Bench-201 table)",
         description="Load measured latencies published by others into the store (source=imported).",
     )
-    p.add_argument("csv", help="CSV file with a header line")
+    p.add_argument("csv", type=in_file, help="CSV file with a header line")
     p.add_argument("--space", required=True, help="space whose parser reads --arch-column")
     p.add_argument(
         "--arch-column",
@@ -324,10 +355,16 @@ def register(sub) -> None:
     )
     p.add_argument("--db", default="hwnas.db", help="SQLite file (default hwnas.db)")
     p.add_argument(
-        "--input-size", type=int, default=None, help="input resolution the table was measured at"
+        "--input-size",
+        type=input_size,
+        default=None,
+        help="input resolution the table was measured at",
     )
     p.add_argument(
-        "--num-classes", type=int, default=None, help="classifier outputs of the measured networks"
+        "--num-classes",
+        type=num_classes,
+        default=None,
+        help="classifier outputs of the measured networks",
     )
     p.add_argument("--campaign", default=None, help="label of the rows (default import:FILE)")
     p.add_argument(
@@ -341,7 +378,7 @@ def register(sub) -> None:
         description="Write measurements (with arch, metrics and, in JSON, raw samples and environments).",
     )
     p.add_argument("--db", default="hwnas.db", help="SQLite file (default hwnas.db)")
-    p.add_argument("--out", required=True, help="output file (.csv or .json)")
+    p.add_argument("--out", type=out_file, required=True, help="output file (.csv or .json)")
     p.add_argument(
         "--format", choices=("csv", "json"), default=None, help="default: from --out's suffix"
     )

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hwnas.commands._common import console, err_console, print_json, table
+from hwnas.commands._common import (
+    console,
+    count,
+    err_console,
+    fraction,
+    nonneg_int,
+    out_dir,
+    print_json,
+    seed,
+    table,
+)
 from hwnas.errors import ConfigError
 
 
@@ -16,7 +26,7 @@ def run(args) -> int:
     db = Path(args.db)
     if not db.exists():
         raise ConfigError(f"no database at {db}; give the --db file a campaign or import wrote")
-    with Store(db) as store:
+    with Store(db, readonly=True) as store:
         res = compare_store(
             store,
             args.out,
@@ -88,16 +98,19 @@ def register(sub) -> None:
     p.add_argument("--device", action="append", default=None, help="only this device (repeatable)")
     p.add_argument("--space", default=None, help="only this space")
     p.add_argument(
-        "--out", required=True, help="directory for plots, summary.csv, summary.md, pairs.csv"
+        "--out",
+        type=out_dir,
+        required=True,
+        help="directory for plots, summary.csv, summary.md, pairs.csv",
     )
     p.add_argument(
         "--sample",
-        type=int,
+        type=count,
         default=None,
         metavar="K",
         help="count FLOPs for at most K random imported architectures that lack them (default: all)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of --sample (default 0)")
     p.add_argument(
         "--flops-method",
         choices=("auto", "additive", "torch"),
@@ -107,12 +120,15 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--tol",
-        type=float,
+        type=fraction,
         default=0.01,
         help="relative FLOPs difference of 'same FLOPs' pairs (default 0.01)",
     )
     p.add_argument(
-        "--pairs", type=int, default=3, help="same-FLOPs pairs to label per device (default 3)"
+        "--pairs",
+        type=nonneg_int,
+        default=3,
+        help="same-FLOPs pairs to label per device (default 3)",
     )
     p.add_argument(
         "--include-degenerate",

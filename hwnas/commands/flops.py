@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from hwnas.commands._common import console, err_console, human, print_json, resolve_model, table
+from hwnas.commands._common import (
+    console,
+    err_console,
+    human,
+    input_shape,
+    print_json,
+    resolve_model,
+    table,
+)
 
 _CONVENTION = "1 MAC = 2 FLOPs; fvcore/thop call MACs 'FLOPs', so compare their figure with MACs"
 
@@ -69,6 +77,7 @@ def register(sub) -> None:
     p.add_argument("model", metavar="MODEL", help="zoo model name (see `hwnas zoo`) or .onnx path")
     p.add_argument(
         "--input-shape",
+        type=input_shape,
         default=None,
         metavar="N,C,H,W",
         help="input shape, e.g. 1,3,224,224 (default: the zoo model's own; needed for "

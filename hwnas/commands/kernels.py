@@ -6,12 +6,17 @@ from __future__ import annotations
 import argparse
 
 from hwnas.commands._common import (
+    add_seconds_option,
     console,
+    count,
     err_console,
     fmt,
+    input_shape,
+    nonneg_int,
     print_json,
     progress,
     resolve_model,
+    seed,
     table,
 )
 from hwnas.errors import ConfigError
@@ -158,25 +163,25 @@ def register(sub) -> None:
     )
     p.add_argument("--device", default="cpu-ort", help="device name (see `hwnas devices`)")
     p.add_argument("--db", required=True, help="SQLite file to store the measurements in")
-    p.add_argument("-n", type=int, default=500, help="kernels sampled from the prior (default 500)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument(
+        "-n", type=nonneg_int, default=500, help="kernels sampled from the prior (default 500)"
+    )
+    p.add_argument("--seed", type=seed, default=0, help="sampling seed (default 0)")
     p.add_argument("--types", default=None, help="comma-separated kernel types (default: all)")
     p.add_argument(
         "--networks",
-        type=int,
+        type=nonneg_int,
         default=40,
         help="random calibration networks measured whole (default 40; 0 = no calibration)",
     )
     p.add_argument(
         "--adaptive",
-        type=int,
+        type=nonneg_int,
         default=0,
         help="extra kernels sampled around the worst-predicted ones (nn-Meter's adaptive sampling)",
     )
-    p.add_argument("--threads", type=int, default=None, help="runtime threads (default 1)")
-    p.add_argument(
-        "--budget", type=float, default=None, help="seconds of timed runs per kernel (default 0.5)"
-    )
+    p.add_argument("--threads", type=count, default=None, help="runtime threads (default 1)")
+    add_seconds_option(p, help="seconds of timed runs per kernel (default 0.5)", dest="budget")
     p.add_argument(
         "--isolate",
         action=argparse.BooleanOptionalAction,
@@ -192,7 +197,9 @@ def register(sub) -> None:
         description="Split a model into the kernels a runtime fuses (nn-Meter's kernel detection).",
     )
     k.add_argument("model", metavar="MODEL", help="zoo name or path to a .onnx file")
-    k.add_argument("--input-shape", default=None, help="static input shape, e.g. 1,3,224,224")
+    k.add_argument(
+        "--input-shape", type=input_shape, default=None, help="static input shape, e.g. 1,3,224,224"
+    )
     k.add_argument("--predictor", default=None, help="a trained 'kernel' predictor file")
     k.add_argument("--json", action="store_true", help="print JSON instead of a table")
     k.set_defaults(func=run_show)

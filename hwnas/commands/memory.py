@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from hwnas.commands._common import console, err_console, human, print_json, resolve_model, table
+from hwnas.commands._common import (
+    console,
+    count,
+    err_console,
+    human,
+    input_shape,
+    nonneg_int,
+    out_file,
+    print_json,
+    resolve_model,
+    seconds,
+    table,
+)
 from hwnas.errors import ConfigError
 
 _ACCOUNTING = (
@@ -163,6 +175,7 @@ def register(sub) -> None:
     p.add_argument("model", metavar="MODEL", help="zoo model name (see `hwnas zoo`) or .onnx path")
     p.add_argument(
         "--input-shape",
+        type=input_shape,
         default=None,
         metavar="N,C,H,W",
         help="input shape (default: the zoo model's own; needed for ONNX files with dynamic inputs)",
@@ -175,14 +188,17 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--time-limit",
-        type=float,
+        type=seconds,
         default=10.0,
         metavar="S",
         help="seconds for the exact order search before the heuristic takes over (default 10)",
     )
-    p.add_argument("--plot", metavar="FILE", help="write the lifetime chart (PNG/SVG/PDF)")
+    p.add_argument(
+        "--plot", type=out_file, metavar="FILE", help="write the lifetime chart (PNG/SVG/PDF)"
+    )
     p.add_argument(
         "--write-reordered",
+        type=out_file,
         metavar="FILE",
         help="write the model with its nodes in the optimal order",
     )
@@ -202,11 +218,11 @@ def register(sub) -> None:
         help="leave graph inputs out (runtimes read them from the caller's buffer)",
     )
     p.add_argument(
-        "--alignment", type=int, default=64, help="arena offset alignment in bytes (default 64)"
+        "--alignment", type=count, default=64, help="arena offset alignment in bytes (default 64)"
     )
     p.add_argument(
         "--limit",
-        type=int,
+        type=nonneg_int,
         default=30,
         help="tensor rows to list: the largest N plus those alive at the peak (0 = all; default 30)",
     )

@@ -11,7 +11,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hwnas.commands._common import console, err_console, print_json, table
+from hwnas.commands._common import (
+    check_settings,
+    console,
+    count,
+    err_console,
+    out_file,
+    print_json,
+    seed,
+    table,
+)
 from hwnas.errors import ConfigError, PredictorError
 
 
@@ -81,7 +90,7 @@ def _train_kernel(args, hparams: dict[str, Any]) -> int:
         )
     if not Path(args.db).exists():
         raise ConfigError(f"no such database: {args.db}; run `hwnas sample-kernels --db {args.db}`")
-    X, y = kernel_training_data(Store(args.db), args.device)
+    X, y = kernel_training_data(Store(args.db, readonly=True), args.device)
     hparams.setdefault("seed", args.seed)
     pred = create_predictor("kernel", **hparams)
     pred.fit(X, y)
@@ -111,6 +120,7 @@ def run_train(args) -> int:
 
     PREDICTORS.factory(args.predictor)  # unknown name: fail before reading data
     hparams = _parse_sets(args.set)
+    check_settings(PREDICTORS.factory(args.predictor), hparams, f"predictor {args.predictor}")
     if args.predictor == "kernel":
         return _train_kernel(args, hparams)
     if not args.space:
@@ -313,12 +323,12 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--train-size",
-        type=int,
+        type=count,
         default=None,
         metavar="N",
         help="architectures to train on (required, except for --predictor kernel)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the split and of training")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the split and of training")
     p.add_argument(
         "--transfer-from",
         default=None,
@@ -332,7 +342,9 @@ def register(sub) -> None:
         metavar="KEY=VALUE",
         help="predictor setting, repeatable (e.g. --set ensemble=5 --set hidden=[128,128])",
     )
-    p.add_argument("--out", required=True, metavar="FILE", help="where to save the .npz")
+    p.add_argument(
+        "--out", type=out_file, required=True, metavar="FILE", help="where to save the .npz"
+    )
     p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
     p.add_argument("--json", action="store_true", help="also print held-out metrics as JSON")
     p.set_defaults(func=run_train)
@@ -347,7 +359,9 @@ def register(sub) -> None:
     )
     p.add_argument("predictor_file", metavar="FILE", help="a .npz saved by train-predictor")
     _add_data_options(p, with_space_required=False)
-    p.add_argument("--plot", default=None, metavar="PNG", help="predicted-vs-measured figure")
+    p.add_argument(
+        "--plot", type=out_file, default=None, metavar="PNG", help="predicted-vs-measured figure"
+    )
     p.add_argument(
         "--include-train", action="store_true", help="also evaluate on the training architectures"
     )

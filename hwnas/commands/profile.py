@@ -11,6 +11,8 @@ from hwnas.commands._common import (
     err_console,
     expand_models,
     human,
+    input_shape,
+    out_file,
     print_json,
     progress,
     resolve_model,
@@ -163,10 +165,18 @@ def register(sub) -> None:
         "models", nargs="+", metavar="MODEL", help="zoo name, 'all', or path to a .onnx file"
     )
     add_measure_options(p)
-    p.add_argument("--input-shape", default=None, help="static input shape, e.g. 1,3,224,224")
+    p.add_argument(
+        "--input-shape", type=input_shape, default=None, help="static input shape, e.g. 1,3,224,224"
+    )
     p.add_argument("--db", default=None, help="SQLite file to store measurements in")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--plot", default=None, metavar="PNG", help="write a FLOPs-vs-latency scatter")
+    p.add_argument(
+        "--plot",
+        type=out_file,
+        default=None,
+        metavar="PNG",
+        help="write a FLOPs-vs-latency scatter",
+    )
     p.add_argument(
         "--isolate",
         action=__import__("argparse").BooleanOptionalAction,

@@ -16,10 +16,69 @@ failure without stopping the others.
 from __future__ import annotations
 
 import argparse
+import math
+import re
+import sys
 from pathlib import Path
 
-from hwnas.commands._common import console, err_console, print_json, table
+from hwnas.commands._common import (
+    add_seconds_option,
+    console,
+    count,
+    err_console,
+    input_shape,
+    nonneg_int,
+    print_json,
+    seconds,
+    table,
+)
 from hwnas.errors import ConfigError, HwnasError
+
+#: A directory on the far side: an absolute path of plain characters. Anything else
+#: (``$(...)``, backticks, spaces, ``..``) is refused rather than quoted, because the
+#: far side's shell or tools may see it again.
+_SAFE_REMOTE_DIR = re.compile(r"^/[A-Za-z0-9._+/-]*$")
+
+#: ssh options that turn off the check that the board is the board.
+_INSECURE_SSH = re.compile(
+    r"^\s*(StrictHostKeyChecking\s*[= ]\s*(no|off)|UserKnownHostsFile\s*[= ]\s*/dev/null)\s*$",
+    re.I,
+)
+
+
+def _nonneg_float(text: str) -> float:
+    from hwnas.commands._common import fraction
+
+    return fraction(text)
+
+
+def ssh_option(text: str) -> str:
+    """``-o`` option for ssh: ``KEY=VALUE`` on one line; warns when it disables host checking."""
+    if "\n" in text or "\r" in text or not re.match(r"^\s*[A-Za-z]+\s*[= ]", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ssh option; give KEY=VALUE, e.g. ConnectTimeout=10"
+        )
+    if _INSECURE_SSH.match(text):
+        print(
+            f"hwnas: warning: --ssh-option {text.strip()} turns off host key checking: anyone "
+            "on the network path can pose as the board; prefer --known-hosts FILE",
+            file=sys.stderr,
+        )
+    return text
+
+
+def _check_device_option(key: str, value: object, item: str) -> None:
+    if key.endswith("_dir") and (
+        not isinstance(value, str) or not _SAFE_REMOTE_DIR.match(value) or ".." in value.split("/")
+    ):
+        raise ConfigError(
+            f"bad --device-opt {item!r}: {key} must be an absolute path of letters, digits and "
+            "._+-/ (e.g. /data/local/tmp)"
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"bad --device-opt {item!r}: give a finite number")
+    if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+        raise ConfigError(f"bad --device-opt {item!r}: give a number >= 0")
 
 
 def parse_device_options(items: list[str] | None) -> dict:
@@ -44,6 +103,7 @@ def parse_device_options(items: list[str] | None) -> dict:
                     break
                 except ValueError:
                     continue
+        _check_device_option(key, value, item)
         out[key] = value
     return out
 
@@ -188,12 +248,17 @@ def register(sub) -> None:
     )
     p.add_argument("device", help="adb, adb:SERIAL, ssh:user@host[:port] (or any device name)")
     p.add_argument("models", nargs="*", help="zoo names, .onnx or .tflite files")
-    p.add_argument("--threads", type=int, default=None, help="runtime threads (default 1)")
-    p.add_argument("--runs", type=int, default=None, help="timed runs (default: the device's)")
-    p.add_argument("--warmup", type=int, default=None, help="warm-up runs")
-    p.add_argument("--budget", type=float, default=None, help="seconds of timed runs (adaptive)")
-    p.add_argument("--timeout", type=float, default=None, help="seconds before a run is killed")
-    p.add_argument("--input-shape", default=None, help="input shape of an .onnx with dynamic dims")
+    p.add_argument("--threads", type=count, default=None, help="runtime threads (default 1)")
+    p.add_argument("--runs", type=count, default=None, help="timed runs (default: the device's)")
+    p.add_argument("--warmup", type=nonneg_int, default=None, help="warm-up runs")
+    add_seconds_option(p, help="seconds of timed runs (adaptive)", dest="budget")
+    p.add_argument("--timeout", type=seconds, default=None, help="seconds before a run is killed")
+    p.add_argument(
+        "--input-shape",
+        type=input_shape,
+        default=None,
+        help="input shape of an .onnx with dynamic dims",
+    )
     p.add_argument(
         "--quantize", choices=["dynamic-int8"], default=None, help="TFLite form to export"
     )
@@ -204,11 +269,11 @@ def register(sub) -> None:
     a.add_argument("--use-nnapi", action="store_true", help="NNAPI delegate")
     a.add_argument("--no-xnnpack", action="store_true", help="disable the XNNPACK delegate")
     a.add_argument("--op-profiling", action="store_true", help="per-op profile table")
-    a.add_argument("--repeats", type=int, default=None, help="benchmark_model invocations")
+    a.add_argument("--repeats", type=count, default=None, help="benchmark_model invocations")
     a.add_argument(
-        "--thermal-limit", type=float, default=None, help="deg C to cool under (45; 0: off)"
+        "--thermal-limit", type=_nonneg_float, default=None, help="deg C to cool under (45; 0: off)"
     )
-    a.add_argument("--thermal-wait", type=float, default=None, help="max seconds to wait (300)")
+    a.add_argument("--thermal-wait", type=seconds, default=None, help="max seconds to wait (300)")
     s = p.add_argument_group("ssh (Linux board, hwnas runner)")
     s.add_argument(
         "--runtime", choices=["ort", "litert"], default=None, help="runtime on the board"
@@ -216,7 +281,13 @@ def register(sub) -> None:
     s.add_argument("--python", default=None, help="Python on the board (default python3)")
     s.add_argument("--identity-file", default=None, help="ssh private key")
     s.add_argument("--known-hosts", default=None, help="known_hosts file for the board's key")
-    s.add_argument("--ssh-option", action="append", default=None, help="ssh -o option (repeatable)")
+    s.add_argument(
+        "--ssh-option",
+        type=ssh_option,
+        action="append",
+        default=None,
+        help="ssh -o option (repeatable)",
+    )
     p.add_argument(
         "--device-opt", action="append", default=None, help="KEY=VALUE constructor option"
     )

@@ -14,6 +14,17 @@ import math
 from pathlib import Path
 from typing import Any
 
+from hwnas.commands._common import (
+    add_seconds_option,
+    count,
+    finite_float,
+    input_size,
+    nonneg_int,
+    num_classes,
+    out_dir,
+    seconds,
+    seed,
+)
 from hwnas.errors import ConfigError
 
 _EPILOG = """\
@@ -56,8 +67,12 @@ def register(subparsers) -> None:
         "algo", metavar="ALGO", help=f"searcher: {', '.join(BUILTIN_SEARCHERS)} (or a plug-in)"
     )
     p.add_argument("--space", help="search space (nb201, mnasnet, mobilenetv2-channels, ...)")
-    p.add_argument("--input-size", type=int, default=None, help="override the space's input side")
-    p.add_argument("--num-classes", type=int, default=None, help="override the space's classes")
+    p.add_argument(
+        "--input-size", type=input_size, default=None, help="override the space's input side"
+    )
+    p.add_argument(
+        "--num-classes", type=num_classes, default=None, help="override the space's classes"
+    )
     p.add_argument("--accuracy", help="accuracy term: table:FILE[:COLUMN] | naswot | proxy")
     p.add_argument(
         "--accuracy-set",
@@ -81,16 +96,25 @@ def register(subparsers) -> None:
         default=None,
         help="default: soft when a target is given, else accuracy",
     )
-    p.add_argument("--alpha", type=float, default=None, help="override the reward's alpha")
-    p.add_argument("--beta", type=float, default=None, help="override the reward's beta")
-    p.add_argument("--memnas-lambda", type=float, default=0.5, help="MemNAS accuracy weight")
+    p.add_argument("--alpha", type=finite_float, default=None, help="override the reward's alpha")
+    p.add_argument("--beta", type=finite_float, default=None, help="override the reward's beta")
+    p.add_argument("--memnas-lambda", type=finite_float, default=0.5, help="MemNAS accuracy weight")
     p.add_argument(
         "--memnas-base", default=None, help="base architecture (string) of the memnas reward"
     )
-    p.add_argument("--budget", type=int, help="distinct architectures to evaluate")
+    p.add_argument(
+        "--budget",
+        type=count,
+        help="distinct architectures to evaluate (a time budget per measurement is --seconds)",
+    )
     p.add_argument("--db", help="SQLite file: measurements cache and the resumable search log")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the search (default 0)")
-    p.add_argument("--out", default=None, help="folder for history.csv, summary.json and figures")
+    p.add_argument("--seed", type=seed, default=0, help="random seed of the search (default 0)")
+    p.add_argument(
+        "--out",
+        type=out_dir,
+        default=None,
+        help="folder for history.csv, summary.json and figures",
+    )
     p.add_argument(
         "--set",
         dest="settings",
@@ -101,16 +125,26 @@ def register(subparsers) -> None:
     )
     p.add_argument("--show-settings", action="store_true", help="list ALGO's settings and exit")
     g = p.add_argument_group("measuring (--latency device:...)")
-    g.add_argument("--threads", type=int, default=None, help="runtime threads (default 1)")
-    g.add_argument("--runs", type=int, default=None, help="timed runs per model (default adaptive)")
-    g.add_argument("--warmup", type=int, default=None, help="warm-up runs (default adaptive)")
+    g.add_argument("--threads", type=count, default=None, help="runtime threads (default 1)")
     g.add_argument(
-        "--measure-seconds", type=float, default=None, help="seconds of timed runs per model"
+        "--runs", type=count, default=None, help="timed runs per model (default adaptive)"
     )
     g.add_argument(
-        "--timeout", type=float, default=None, help="seconds before a hung run is killed"
+        "--warmup", type=nonneg_int, default=None, help="warm-up runs (default adaptive)"
     )
-    g.add_argument("--isolate", action="store_true", help="measure in a worker process")
+    add_seconds_option(
+        g, help="seconds of timed runs per model", dest="measure_seconds", old="--measure-seconds"
+    )
+    g.add_argument(
+        "--timeout", type=seconds, default=None, help="seconds before a hung run is killed"
+    )
+    g.add_argument(
+        "--isolate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure in a worker process so a crash or hang is a recorded failure (default "
+        "on, as in hwnas sample)",
+    )
     p.add_argument(
         "--ray",
         nargs="?",

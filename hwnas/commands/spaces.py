@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import sys
+from collections.abc import Iterator
+
 import numpy as np
 
-from hwnas.commands._common import console, human, print_json, table
+from hwnas.commands._common import (
+    console,
+    count,
+    human,
+    input_size,
+    num_classes,
+    print_json,
+    seed,
+    table,
+)
 from hwnas.errors import ConfigError
 
 
@@ -75,18 +88,48 @@ def run_list(args) -> int:
     return 0
 
 
+def _distinct(space, n: int, seed: int) -> Iterator:
+    """``n`` distinct architectures, one at a time (nothing but their ids is kept)."""
+    rng = np.random.default_rng(seed)
+    seen: set[str] = set()
+    misses = 0
+    while len(seen) < n:
+        arch = space.sample(rng)
+        if arch.id in seen:
+            misses += 1
+            if misses > 50 * n + 1000:  # a space far smaller than it claims
+                raise ConfigError(
+                    f"found only {len(seen)} distinct architectures of '{space.name}' in "
+                    f"{misses} draws; ask for fewer"
+                )
+            continue
+        seen.add(arch.id)
+        yield arch
+
+
 def run_sample(args) -> int:
     if args.n < 1:
         raise ConfigError(f"-n must be at least 1, got {args.n}")
     space = _space(args)
-    rng = np.random.default_rng(args.seed)
-    rows = [_describe(space, space.sample(rng)) for _ in range(args.n)]
+    size = space.size()
+    if args.n > size:
+        raise ConfigError(
+            f"space '{space.name}' has only {size} distinct architectures; ask for -n {size} or fewer"
+        )
+    # Streamed: each architecture is printed as soon as it is built, so a large -n
+    # shows progress at once and holds nothing but the ids seen.
     if args.json:
-        print_json(rows)
-        return 0
-    for r in rows:
+        sys.stdout.write("[")
+    for i, arch in enumerate(_distinct(space, args.n, args.seed)):
+        r = _describe(space, arch)
+        if args.json:
+            sys.stdout.write(("," if i else "") + "\n" + json.dumps(r, default=str))
+            sys.stdout.flush()
+            continue
         extra = f"  index {r['benchmark_index']}" if "benchmark_index" in r else ""
         console.print(f"{r['id']}  {human(r['params'])} params{extra}  {r['arch']}", soft_wrap=True)
+    if args.json:
+        sys.stdout.write("\n]\n")
     return 0
 
 
@@ -114,8 +157,8 @@ def register(sub) -> None:
 
     def common(q) -> None:
         q.add_argument("space", help="space name (see `hwnas spaces`)")
-        q.add_argument("--input-size", type=int, default=None, help="input resolution")
-        q.add_argument("--num-classes", type=int, default=None, help="classifier outputs")
+        q.add_argument("--input-size", type=input_size, default=None, help="input resolution")
+        q.add_argument("--num-classes", type=num_classes, default=None, help="classifier outputs")
         q.add_argument("--json", action="store_true", help="print JSON")
 
     q = actions.add_parser("list", help="list the search spaces (the default)")
@@ -123,8 +166,13 @@ def register(sub) -> None:
     q.set_defaults(func=run_list)
     q = actions.add_parser("sample", help="sample architectures uniformly")
     common(q)
-    q.add_argument("-n", type=int, default=5, help="how many (default 5)")
-    q.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    q.add_argument(
+        "-n",
+        type=count,
+        default=5,
+        help="how many distinct architectures (default 5; at most the space's size)",
+    )
+    q.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
     q.set_defaults(func=run_sample)
     q = actions.add_parser(
         "show", help="parse an architecture string (or a NAS-Bench-201 index) and describe it"

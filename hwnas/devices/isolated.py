@@ -12,7 +12,10 @@ that already runs torch/ORT thread pools is unsafe.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
+import signal
+import threading
 import traceback
 from typing import Any
 
@@ -29,7 +32,29 @@ class MeasurementFailed(DeviceError):
         self.failure = failure
 
 
+def start_without_sigint(proc: mp.process.BaseProcess) -> None:
+    """Start a worker process that ignores Ctrl-C from its first instruction.
+
+    Ctrl-C reaches every process of the terminal's group; the parent handles it
+    (stops, keeps what is stored, prints one line) and ends its workers. A
+    worker that took it too would print a ``KeyboardInterrupt`` traceback, even
+    while still importing. An ignored SIGINT survives the ``spawn`` start (exec),
+    and Python leaves an inherited "ignore" in place, so the child is born deaf
+    to it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        proc.start()  # signal handlers can only be changed from the main thread
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        proc.start()
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def _worker(conn, device_name: str, device_kwargs: dict) -> None:  # pragma: no cover - child
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     from hwnas.devices import create_device
 
     try:
@@ -82,7 +107,7 @@ class IsolatedDevice:
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=_worker, args=(child, self.name, self.kwargs), daemon=True)
-        proc.start()
+        start_without_sigint(proc)
         child.close()
         if not parent.poll(self.start_timeout_s):
             proc.kill()

@@ -7,8 +7,6 @@ import hashlib
 import io
 import logging
 import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import torch
 
 from hwnas.errors import ExportError
 from hwnas.export import EXPORTERS
+from hwnas.export.atomic import publish, temp_path
 from hwnas.export.artifact import Artifact, sha256_file
 
 DEFAULT_OPSET = 18
@@ -163,8 +162,7 @@ def to_onnx(
     if not path.exists():
         # Export into a temporary file and rename: a crash mid-export never
         # leaves a truncated file that a later run would take from the cache.
-        fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=cache)
-        os.close(fd)
+        tmp = temp_path(cache, ".onnx")
         try:
             with _quiet():
                 torch.onnx.export(
@@ -180,7 +178,7 @@ def to_onnx(
                 )
             if check:
                 check_parity(module, tmp, example)
-            shutil.move(tmp, path)
+            publish(tmp, path)
         except ExportError:
             raise
         except Exception as exc:

@@ -22,14 +22,13 @@ import hashlib
 import io
 import logging
 import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from hwnas.errors import ConfigError, ExportError, require
+from hwnas.export.atomic import publish, temp_path
 from hwnas.export.artifact import Artifact, sha256_file
 from hwnas.export.onnx_export import default_cache_dir, module_fingerprint
 
@@ -223,8 +222,7 @@ def to_tflite(
         fp32 = None
         if quantize is not None:
             fp32 = to_tflite(module, shape, label=label, cache_dir=cache, check=check, seed=seed)
-        fd, tmp = tempfile.mkstemp(suffix=".tflite", dir=cache)
-        os.close(fd)
+        tmp = temp_path(cache, ".tflite")
         try:
             if fp32 is None:
                 _convert_fp32(module, example, tmp)
@@ -232,7 +230,7 @@ def to_tflite(
                 _quantize_dynamic_int8(Path(fp32.path), tmp)
             if check:
                 check_tflite_parity(module, tmp, example, quantize)
-            shutil.move(tmp, path)
+            publish(tmp, path)
         except ExportError:
             raise
         except ImportError:

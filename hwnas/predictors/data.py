@@ -175,7 +175,7 @@ def load_store(
     sp = _space(space)
     if not Path(path).exists():
         raise ConfigError(f"no such database: {path}; give the --db file a campaign wrote")
-    rows = Store(path).measurements(device=device, space=sp.name)
+    rows = Store(path, readonly=True).measurements(device=device, space=sp.name)
     if input_shape is not None:
         rows = [r for r in rows if r["input_shape"] == input_shape]
     if not rows:
