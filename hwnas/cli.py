@@ -34,10 +34,13 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with option-range messages reading ``--budget must be >= 1``."""
 
     def error(self, message: str):  # type: ignore[override]
-        m = re.match(r"argument ([^:]+): (must be .*|is .*)$", message)
-        if m:
+        m = re.match(r"argument ([^:]+): (.*)$", message, re.S)
+        if m and not m.group(2).startswith("invalid"):
             opt = m.group(1).split("/")[-1]
-            message = f"{opt} {m.group(2)}"
+            text = m.group(2)
+            message = (
+                f"{opt} {text}" if re.match(r"(must|is|does|cannot) ", text) else f"{opt}: {text}"
+            )
         self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {message}\n")
 

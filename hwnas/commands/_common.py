@@ -350,7 +350,7 @@ class _DeprecatedAlias(argparse.Action):
 
 
 def out_file(text: str) -> str:
-    """A file to write: not a directory, its folder must exist (or be creatable) and be writable.
+    """A file to write: not a directory; its folder must exist and be writable.
 
     Checked at parse time so that a long run does not fail at its very end.
     """
@@ -360,13 +360,14 @@ def out_file(text: str) -> str:
     if p.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a directory; give a file name inside it")
     parent = p.parent if str(p.parent) else Path(".")
-    existing = parent
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise argparse.ArgumentTypeError(f"{existing} is not a directory; give another path")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(f"cannot write in {existing}; give a writable path")
+    if not parent.exists():
+        raise argparse.ArgumentTypeError(
+            f"folder {parent} does not exist; create it first or give another path"
+        )
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{parent} is not a directory; give another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write in {parent}; give a writable path")
     if p.exists() and not os.access(p, os.W_OK):
         raise argparse.ArgumentTypeError(f"{text} is not writable; give another file")
     return text
