@@ -31,7 +31,11 @@ from hwnas.errors import HwnasError
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with option-range messages reading ``--budget must be >= 1``."""
+    """argparse, with one-line errors: ``hwnas sample: error: --budget must be >= 1 (...)``.
+
+    The usage block argparse prints before an error hides the one line that
+    matters; ``--help`` still shows it.
+    """
 
     def error(self, message: str):  # type: ignore[override]
         m = re.match(r"argument ([^:]+): (.*)$", message, re.S)
@@ -41,8 +45,8 @@ class _Parser(argparse.ArgumentParser):
             message = (
                 f"{opt} {text}" if re.match(r"(must|is|does|cannot) ", text) else f"{opt}: {text}"
             )
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        message = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,7 +26,11 @@ def run(args) -> int:
     db = Path(args.db)
     if not db.exists():
         raise ConfigError(f"no database at {db}; give the --db file a campaign or import wrote")
-    with Store(db, readonly=True) as store:
+    # Checked read-only first: a file that is not an hwnas store (or is a newer one)
+    # is refused untouched. The FLOPs counted for imported architectures are then
+    # cached in the store, which needs it open for writing.
+    Store(db, readonly=True).close()
+    with Store(db) as store:
         res = compare_store(
             store,
             args.out,
