@@ -44,6 +44,7 @@ def _query(db: Path, sql: str) -> list[tuple]:
 
 def _assert_complete_and_unique(db: Path) -> list[str]:
     ok = [r[0] for r in _query(db, "SELECT arch_id FROM measurements WHERE status='ok'")]
+    # not even as a repeat: claims keep a second process from measuring it at all
     assert len(ok) == len(set(ok)), "an architecture was measured twice"
     assert len(ok) == N, f"{len(ok)} of {N} architectures measured"
     assert _query(db, "PRAGMA integrity_check")[0][0] == "ok"

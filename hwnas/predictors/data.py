@@ -175,7 +175,10 @@ def load_store(
     sp = _space(space)
     if not Path(path).exists():
         raise ConfigError(f"no such database: {path}; give the --db file a campaign wrote")
-    rows = Store(path, readonly=True).measurements(device=device, space=sp.name)
+    # repeats of one experiment (dup_of) are merged into its median below
+    rows = Store(path, readonly=True).measurements(
+        device=device, space=sp.name, include_duplicates=True
+    )
     if input_shape is not None:
         rows = [r for r in rows if r["input_shape"] == input_shape]
     if not rows:

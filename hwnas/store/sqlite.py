@@ -431,8 +431,10 @@ class Store:
         empty info otherwise, so imported tables need no device object.
 
         A successful measurement of an experiment that already has one (another
-        process got there first) is not stored twice: the existing row's id is
-        returned.
+        process got there first, or ``hwnas profile`` run again) does not become
+        a second result: it is kept as a repeat (``dup_of`` = the first row's id,
+        read with ``measurements(include_duplicates=True)``) and the first row's
+        id is returned.
         """
         self._writable()
         dev = device or result.device
@@ -450,48 +452,52 @@ class Store:
             "INSERT INTO measurements (arch_id, device, input_shape, artifact_sha256, campaign, "
             "num_classes, exporter, "
         )
-        try:
-            with self.conn:
-                self.conn.execute(
-                    "INSERT OR IGNORE INTO devices (name, info, created) VALUES (?, '{}', ?)",
-                    (dev, _now()),
-                )
-                if isinstance(result, MeasurementFailure):
-                    cur = self.conn.execute(
-                        head + "status, failure_kind, reason, source, created) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, 'failed', ?, ?, ?, ?)",
-                        (*common, result.kind, result.reason, source, _now()),
-                    )
-                    return int(cur.lastrowid)
-                stats = result.stats.to_dict()
-                cols = ", ".join(_STAT_COLUMNS)
-                marks = ", ".join("?" for _ in _STAT_COLUMNS)
+        with self.conn:  # one transaction: commits, or rolls back on error
+            self.conn.execute(
+                "INSERT OR IGNORE INTO devices (name, info, created) VALUES (?, '{}', ?)",
+                (dev, _now()),
+            )
+            if isinstance(result, MeasurementFailure):
                 cur = self.conn.execute(
-                    head + f"status, source, {cols}, samples, warmup, settings, environment, "
-                    f"extra, created) VALUES (?, ?, ?, ?, ?, ?, ?, 'ok', ?, {marks}, "
-                    "?, ?, ?, ?, ?, ?)",
-                    (
-                        *common,
-                        source,
-                        *[stats[f] for f in STAT_FIELDS],
-                        json.dumps(list(result.samples_ms)),
-                        json.dumps(list(result.warmup_ms)),
-                        json.dumps(result.settings, default=str),
-                        json.dumps(result.environment, default=str),
-                        json.dumps(result.extra, default=str),
-                        _now(),
-                    ),
+                    head + "status, failure_kind, reason, source, created) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, 'failed', ?, ?, ?, ?)",
+                    (*common, result.kind, result.reason, source, _now()),
                 )
                 return int(cur.lastrowid)
-        except sqlite3.IntegrityError as exc:
-            if "UNIQUE" not in str(exc):
-                raise
-            row = self.conn.execute(
+            stats = result.stats.to_dict()
+            cols = ", ".join(_STAT_COLUMNS)
+            marks = ", ".join("?" for _ in _STAT_COLUMNS)
+            sql = (
+                head + f"status, source, {cols}, samples, warmup, settings, environment, "
+                f"extra, created, dup_of) VALUES (?, ?, ?, ?, ?, ?, ?, 'ok', ?, {marks}, "
+                "?, ?, ?, ?, ?, ?, ?)"
+            )
+            values = (
+                *common,
+                source,
+                *[stats[f] for f in STAT_FIELDS],
+                json.dumps(list(result.samples_ms)),
+                json.dumps(list(result.warmup_ms)),
+                json.dumps(result.settings, default=str),
+                json.dumps(result.environment, default=str),
+                json.dumps(result.extra, default=str),
+                _now(),
+            )
+            try:
+                cur = self.conn.execute(sql, (*values, None))
+                return int(cur.lastrowid)
+            except sqlite3.IntegrityError as exc:
+                if "UNIQUE" not in str(exc):
+                    raise
+            # The experiment has its result already (another process, or a user who
+            # measured it again): keep this one readable as a repeat, outside the rule.
+            first = self.conn.execute(
                 "SELECT id FROM measurements WHERE status='ok' AND dup_of IS NULL AND "
                 + self._key_sql(exact=True),
                 self._key_params(key, exact=True),
-            ).fetchone()
-            return int(row[0]) if row else -1
+            ).fetchone()[0]
+            self.conn.execute(sql, (*values, first))
+            return int(first)
 
     def add_imported_latency(
         self,
