@@ -249,6 +249,14 @@ def test_bad_input_exits_2_with_a_message_and_no_traceback(files, capsys, argv, 
     assert err.strip().splitlines()[-1].startswith(("hwnas", "usage")), err
 
 
+def test_invalid_options_store_nothing(files):
+    """A refused option leaves no database behind (no failed rows blocking the next run)."""
+    for argv, _ in CASES:
+        if argv[0] == "sample" and "{tmp}/s.db" in argv:
+            main(_fill(argv, files))
+    assert not Path(files["tmp"], "s.db").exists()
+
+
 def test_foreign_and_text_files_are_left_untouched(files):
     for key in ("foreign", "text", "newer"):
         path = Path(files[key])

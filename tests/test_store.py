@@ -214,3 +214,45 @@ def test_a_store_of_a_newer_hwnas_is_refused(tmp_path):
     for readonly in (False, True):
         with pytest.raises(StoreError, match="newer hwnas"):
             Store(db, readonly=readonly)
+
+
+def test_export_cache_writes_are_atomic_and_partials_of_dead_writers_are_cleaned(tmp_path):
+    from hwnas.export import atomic
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = tmp_path / f"{atomic.PARTIAL_PREFIX}{gone.pid}-abc.onnx"
+    dead.write_bytes(b"half a model")
+    tmp = atomic.temp_path(tmp_path, ".onnx")  # first use of the folder cleans it
+    assert not dead.exists()
+    assert Path(tmp).name.startswith(f"{atomic.PARTIAL_PREFIX}{__import__('os').getpid()}-")
+    Path(tmp).write_bytes(b"whole model")
+    atomic.publish(tmp, tmp_path / "final.onnx")
+    assert (tmp_path / "final.onnx").read_bytes() == b"whole model" and not Path(tmp).exists()
+    # a live writer's partial file is left alone
+    mine = tmp_path / f"{atomic.PARTIAL_PREFIX}{__import__('os').getpid()}-xyz.onnx"
+    mine.write_bytes(b"in progress")
+    atomic._cleaned.clear()
+    atomic.clean_partials(tmp_path)
+    assert mine.exists()
+
+
+def test_classes_and_exporter_make_a_campaign_measure_again(tmp_path):
+    """A 5-class run on a store of 3-class results measures, it does not say "skipped"."""
+    from campaign_helpers import TinySpace
+
+    from hwnas.campaigns import run_campaign
+    from hwnas.devices import create_device
+    from hwnas.profilers.latency import MeasureSettings
+
+    fast = MeasureSettings(warmup=1, runs=3)
+    dev = create_device("cpu-ort")
+    kw = {"settings": fast, "check": False, "exporter": "torchscript"}
+    with Store(tmp_path / "k.db") as s:
+        assert run_campaign(TinySpace(), 2, dev, s, **kw).measured == 2
+        assert run_campaign(TinySpace(), 2, dev, s, **kw).skipped == 2
+        again = run_campaign(TinySpace(num_classes=5), 2, dev, s, **kw)
+        assert (again.measured, again.skipped) == (2, 0)
+        rows = s.measurements()
+        assert sorted(r["num_classes"] for r in rows) == [3, 3, 5, 5]
+        assert {r["exporter"] for r in rows} == {"torchscript"}

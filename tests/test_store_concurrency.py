@@ -115,3 +115,33 @@ def test_campaign_killed_at_random_points_resumes_without_loss_or_doubles(tmp_pa
     _assert_complete_and_unique(db)
     leftovers = [p.name for p in (tmp_path / "cache").rglob(".partial-*")]
     assert leftovers == [], f"partial exports left behind: {leftovers}"
+
+
+@pytest.mark.slow
+def test_ctrl_c_exits_130_with_one_line_and_nothing_from_the_worker(tmp_path):
+    """A terminal's Ctrl-C reaches the whole process group, measuring worker included."""
+    db = tmp_path / "int.db"
+    proc = subprocess.Popen(
+        _cmd(db, 0, runs=30000),
+        env=_env(tmp_path / "cache"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:
+        if db.exists():
+            try:
+                if _query(db, "SELECT count(*) FROM measurements")[0][0] >= 1:
+                    break
+            except sqlite3.OperationalError:
+                pass
+        time.sleep(0.1)
+    time.sleep(0.3)  # the next measurement is running in the worker
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert "interrupted" in err
+    assert _query(db, "SELECT count(*) FROM claims")[0][0] == 0
