@@ -15,6 +15,7 @@ ones, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from abc import ABC, abstractmethod
@@ -84,11 +85,14 @@ def _convert(value: str, annotation: Any, key: str) -> Any:
         raise ConfigError(f"setting {key} takes true/false, got {value!r}")
     if annotation in (int, float):
         try:
-            return annotation(value)
+            number = annotation(value)
         except ValueError:
             raise ConfigError(
                 f"setting {key} takes {'an integer' if annotation is int else 'a number'}, got {value!r}"
             ) from None
+        if not math.isfinite(number):  # nan/inf pass float() and poison every update
+            raise ConfigError(f"setting {key} takes a finite number, got {value!r}")
+        return number
     if annotation is str or annotation is Any:
         return value
     raise ConfigError(f"setting {key} has type {annotation}, which cannot be given as text")
