@@ -15,8 +15,8 @@ import torch
 
 from hwnas.errors import ExportError
 from hwnas.export import EXPORTERS
-from hwnas.export.atomic import publish, temp_path
 from hwnas.export.artifact import Artifact, sha256_file
+from hwnas.export.atomic import clean_partials, publish, temp_path
 
 DEFAULT_OPSET = 18
 
@@ -152,6 +152,7 @@ def to_onnx(
     shape = tuple(int(s) for s in input_shape)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
+    clean_partials(cache)  # what an export killed mid-write left (once per process)
     # The dynamo key keeps its original form so existing caches stay valid.
     tag = "" if exporter == "dynamo" else f"|{exporter}"
     key = hashlib.sha256(

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from hwnas.errors import ConfigError, ExportError, require
-from hwnas.export.atomic import publish, temp_path
 from hwnas.export.artifact import Artifact, sha256_file
+from hwnas.export.atomic import clean_partials, publish, temp_path
 from hwnas.export.onnx_export import default_cache_dir, module_fingerprint
 
 QUANTIZE_CHOICES = (None, "dynamic-int8")
@@ -207,6 +207,7 @@ def to_tflite(
     shape = tuple(int(s) for s in input_shape)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
+    clean_partials(cache)  # what an export killed mid-write left (once per process)
     versions = _versions(quantize)
     if versions["litert-torch"] is None or versions["ai-edge-litert"] is None:
         missing = "litert_torch" if versions["litert-torch"] is None else "ai_edge_litert"
