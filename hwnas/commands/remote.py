@@ -34,10 +34,10 @@ from hwnas.commands._common import (
 )
 from hwnas.errors import ConfigError, HwnasError
 
-#: A directory on the far side: an absolute path of plain characters. Anything else
-#: (``$(...)``, backticks, spaces, ``..``) is refused rather than quoted, because the
-#: far side's shell or tools may see it again.
-_SAFE_REMOTE_DIR = re.compile(r"^/[A-Za-z0-9._+/-]*$")
+#: A directory on the far side: an absolute path without shell syntax. The transports
+#: quote it, but ``$(...)`` would still become a literal directory on the phone: a typo
+#: or an attack, refused either way.
+_SAFE_REMOTE_DIR = re.compile(r"^/[^$`;|&<>()'\"\\\n\r*?]*$")
 
 #: ssh options that turn off the check that the board is the board.
 _INSECURE_SSH = re.compile(
@@ -72,8 +72,8 @@ def _check_device_option(key: str, value: object, item: str) -> None:
         not isinstance(value, str) or not _SAFE_REMOTE_DIR.match(value) or ".." in value.split("/")
     ):
         raise ConfigError(
-            f"bad --device-opt {item!r}: {key} must be an absolute path of letters, digits and "
-            "._+-/ (e.g. /data/local/tmp)"
+            f"bad --device-opt {item!r}: {key} must be an absolute path without shell syntax "
+            "($ ` ; | & < > ( ) quotes * ?) or '..' (e.g. /data/local/tmp)"
         )
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"bad --device-opt {item!r}: give a finite number")

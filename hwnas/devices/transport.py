@@ -375,11 +375,6 @@ class AdbTransport(RemoteShellTransport):
             raise ConfigError(
                 f"bad adb serial {serial!r}: use the serial shown by `adb devices -l`"
             )
-        if not re.fullmatch(r"/[A-Za-z0-9._+/-]*", remote_dir) or ".." in remote_dir.split("/"):
-            raise ConfigError(  # a shell on the phone sees it: no $(...), spaces or '..'
-                f"bad remote_dir {remote_dir!r}: give an absolute path of letters, digits "
-                "and ._+-/ (e.g. /data/local/tmp)"
-            )
         self.serial = serial
         self.adb = adb
         self.remote_dir = remote_dir
