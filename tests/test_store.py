@@ -256,3 +256,13 @@ def test_classes_and_exporter_make_a_campaign_measure_again(tmp_path):
         rows = s.measurements()
         assert sorted(r["num_classes"] for r in rows) == [3, 3, 5, 5]
         assert {r["exporter"] for r in rows} == {"torchscript"}
+
+
+def test_the_cli_says_what_a_migration_did(tmp_path, capsys):
+    from hwnas.commands._common import open_store
+
+    db = tmp_path / "old.db"
+    _make_schema_1(db, doubles=1)
+    open_store(db).close()
+    err = capsys.readouterr().err
+    assert "1 successful measurements doubled" in err and "dup_of" in err

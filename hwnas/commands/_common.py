@@ -155,6 +155,16 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=1, default=str) + "\n")
 
 
+def open_store(path: str | Path, readonly: bool = False) -> Any:
+    """Open an hwnas store and tell the user what opening it did (a migration's notes)."""
+    from hwnas.store import Store
+
+    store = Store(path, readonly=readonly)
+    for note in store.notes:
+        err_console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
+    return store
+
+
 def add_measure_options(p) -> None:
     """The timing options shared by every command that measures."""
     p.add_argument(

@@ -16,6 +16,7 @@ from hwnas.commands._common import (
     input_size,
     nonneg_int,
     num_classes,
+    open_store,
     out_file,
     print_json,
     progress,
@@ -41,7 +42,6 @@ def run_sample(args) -> int:
     from hwnas.campaigns import run_campaign, store_device_name
     from hwnas.devices import DEVICES, create_device
     from hwnas.devices.isolated import IsolatedDevice
-    from hwnas.store import Store
 
     space = _space(args)
     if args.n < 1:
@@ -60,7 +60,7 @@ def run_sample(args) -> int:
         else create_device(args.device, **device_kwargs)
     )
     name = args.device_name or store_device_name(args.device, threads)
-    with Store(args.db) as store:
+    with open_store(args.db) as store:
         try:
             with progress(args.n, f"{space.name} on {name}", enabled=not args.json) as bar:
                 summary = run_campaign(
@@ -171,11 +171,10 @@ def _print_summary(s, db: str) -> None:
 
 def run_import(args) -> int:
     from hwnas.campaigns.tables import import_table
-    from hwnas.store import Store
 
     space = _space(args)
     names = args.device_name or [c.removeprefix("latency_ms_") for c in args.latency_column]
-    with Store(args.db) as store:
+    with open_store(args.db) as store:
         s = import_table(
             store,
             args.csv,

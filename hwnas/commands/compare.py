@@ -10,6 +10,7 @@ from hwnas.commands._common import (
     err_console,
     fraction,
     nonneg_int,
+    open_store,
     out_dir,
     print_json,
     seed,
@@ -30,7 +31,7 @@ def run(args) -> int:
     # is refused untouched. The FLOPs counted for imported architectures are then
     # cached in the store, which needs it open for writing.
     Store(db, readonly=True).close()
-    with Store(db) as store:
+    with open_store(db) as store:
         res = compare_store(
             store,
             args.out,
