@@ -47,7 +47,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="run every hwnas_latency test on this device instead of the one the test names "
         "(cpu-ort, cpu-litert, adb:SERIAL, ssh:HOST, ...)",
     )
-    g.addoption("--hwnas-threads", metavar="N", type=int, default=None, help="threads, overriding the tests'")
+    g.addoption(
+        "--hwnas-threads",
+        metavar="N",
+        type=int,
+        default=None,
+        help="threads, overriding the tests'",
+    )
     g.addoption(
         "--hwnas-runs",
         metavar="N",
@@ -193,11 +199,11 @@ class _Session:
         return _export_module(model, device, input_shape, label)
 
     def close(self) -> None:
+        import contextlib
+
         for dev in self.devices.values():
-            try:
+            with contextlib.suppress(Exception):  # closing is best effort at session end
                 dev.close()
-            except Exception:  # noqa: BLE001 - closing is best effort at session end
-                pass
         self.devices.clear()
 
 
@@ -320,8 +326,9 @@ class LatencyFixture:
                 device_options,
             )  # fmt: skip
         except HwnasError as exc:
-            self.benchmark.has_error = True
-            pytest.fail(f"hwnas: {exc}", pytrace=False)
+            problem = f"hwnas: {exc}"
+        self.benchmark.has_error = True
+        pytest.fail(problem, pytrace=False)
 
     def _setting(self, name: str, given: int | None) -> int:
         cli = self.state.option(f"hwnas_{name}")
@@ -472,6 +479,7 @@ def hwnas_latency(request: pytest.FixtureRequest, benchmark: Any):
     """
     state = request.config.stash[_STATE]
     fixture = LatencyFixture(request, benchmark, state)
+    problem = None
     try:
         fixture.threshold = state.threshold()
         if fixture.threshold is not None:
@@ -483,9 +491,11 @@ def hwnas_latency(request: pytest.FixtureRequest, benchmark: Any):
                     "that ran this test, or run it without --hwnas-fail-regression"
                 )
     except HwnasError as exc:
+        problem = f"hwnas: {exc}"
+    if problem:  # outside the except block: one line, no chained traceback
         benchmark._mode = "hwnas_latency (not run)"  # no "fixture not used" warning on top
         benchmark.has_error = True
-        pytest.fail(f"hwnas: {exc}", pytrace=False)
+        pytest.fail(problem, pytrace=False)
     yield fixture
     if fixture.teardown_error:
         pytest.fail(fixture.teardown_error, pytrace=False)
