@@ -162,7 +162,8 @@ def load_store_run(path: str | Path) -> Run:
         rows = conn.execute(
             "SELECT m.device, COALESCE(a.label, m.arch_id), m.input_shape, m.samples, "
             "m.environment, m.id FROM measurements m LEFT JOIN archs a ON a.id = m.arch_id "
-            "WHERE m.status = 'ok' AND m.samples IS NOT NULL ORDER BY m.id"
+            "WHERE m.status = 'ok' AND m.samples IS NOT NULL "
+            "AND COALESCE(m.source, 'measured') != 'imported' ORDER BY m.id"
         ).fetchall()
     except sqlite3.Error as exc:
         raise ConfigError(
@@ -260,6 +261,10 @@ def compare_entries(
     return Comparison(base.name, est, est.verdict(threshold), "; ".join(notes))
 
 
+def _n(e: Entry) -> int:
+    return len(e.samples_ms or ())
+
+
 def compare_runs(
     base: Run,
     new: Run,
@@ -290,6 +295,10 @@ def compare_runs(
             notes.append(
                 f"only in {label}: " + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
             )
+    few = [n for n in names if min(_n(base.entries[n]), _n(new.entries[n])) < 3]
+    if few and len(few) < len(names):  # e.g. one-sample adb rows of a store: skipped, said so
+        notes.append("fewer than 3 raw samples, not compared: " + ", ".join(few[:5]))
+        names = [n for n in names if n not in few]
     out = [
         compare_entries(
             base.entries[n],
