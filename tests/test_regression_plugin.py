@@ -151,6 +151,31 @@ def test_bootstrap_is_reproducible_and_wider_for_noisier_samples():
     assert noisy.hi - noisy.lo > 2 * (quiet.hi - quiet.lo)
 
 
+def test_rounds_are_resampled_as_blocks():
+    """Rounds that differ from one another (a runtime session's own offset) must widen the
+    interval: the pooled samples alone would claim far more certainty than they hold."""
+    rng = np.random.default_rng(0)
+
+    def session(offsets):
+        return [list(rng.lognormal(np.log(5.0 * o), 0.01, 20)) for o in offsets]
+
+    base = session(rng.normal(1.0, 0.03, 10))
+    new = session(rng.normal(1.0, 0.03, 10))
+    flat = median_ratio_ci([s for r in base for s in r], [s for r in new for s in r])
+    blocks = median_ratio_ci(base, new)
+    assert blocks.ratio == pytest.approx(flat.ratio)  # same point estimate, pooled median
+    assert blocks.n_base == flat.n_base == 200
+    assert blocks.hi - blocks.lo > 2 * (flat.hi - flat.lo)
+
+
+def test_split_rounds():
+    from hwnas.testing.runs import split_rounds
+
+    assert split_rounds([1.0, 2.0, 3.0, 4.0], [1, 3]) == [[1.0], [2.0, 3.0, 4.0]]
+    assert split_rounds([1.0, 2.0, 3.0], [1, 3]) == [1.0, 2.0, 3.0]  # sizes do not fit: flat
+    assert split_rounds([1.0, 2.0], None) == [1.0, 2.0]
+
+
 def test_ratio_ci_refuses_bad_samples():
     with pytest.raises(ConfigError, match="at least 3"):
         median_ratio_ci([1.0, 2.0], [1.0, 2.0, 3.0])
@@ -404,6 +429,7 @@ def test_fixture_writes_pytest_benchmark_json_with_raw_samples(lat_project):
     assert len(hw["reference"]["samples_ms"]) == 10 and hw["reference"]["label"] == "ref"
     assert hw["device"] == "cpu-ort" and hw["identity"]["runtime"] == "onnxruntime"
     assert hw["environment"]["cpu_model"] and hw["settings"]["rounds"] == 2
+    assert hw["round_sizes"] == [5, 5] == hw["reference"]["round_sizes"]
     assert b["options"]["timer"] == "hwnas cpu-ort"
     assert "machine_info" in doc and "commit_info" in doc
 

@@ -384,6 +384,8 @@ class LatencyFixture:
             ref.artifact_sha256 if ref else None,
             ref.label if ref else None,
             dev.name,
+            m.extra["rounds"],
+            ref.extra["rounds"] if ref else None,
         )
         try:
             cmp = compare_entries(
@@ -441,6 +443,7 @@ class LatencyFixture:
             "settings": {"runs_per_round": runs, "rounds": rounds, "warmup_per_round": warmup},
             "stats_ms": m.stats.to_dict(),
             "samples_ms": list(m.samples_ms),
+            "round_sizes": m.extra["rounds"],
             "reference": None
             if ref is None
             else {
@@ -448,6 +451,7 @@ class LatencyFixture:
                 "sha256": ref.artifact_sha256,
                 "median_ms": ref.median,
                 "samples_ms": list(ref.samples_ms),
+                "round_sizes": ref.extra["rounds"],
             },
         }
 

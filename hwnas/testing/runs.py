@@ -71,6 +71,26 @@ class Entry:
     reference_sha256: str | None = None
     reference_label: str | None = None
     device: str = ""
+    round_sizes: list[int] | None = None
+    reference_round_sizes: list[int] | None = None
+
+    def rounds(self) -> list[list[float]] | list[float] | None:
+        """The samples split into their rounds where the sizes are known, else flat."""
+        return split_rounds(self.samples_ms, self.round_sizes)
+
+    def reference_rounds(self) -> list[list[float]] | list[float] | None:
+        return split_rounds(self.reference_ms, self.reference_round_sizes)
+
+
+def split_rounds(samples: list[float] | None, sizes: list[int] | None):
+    """``samples`` cut into consecutive rounds of ``sizes``; flat if the sizes do not fit."""
+    if not samples or not sizes or len(sizes) < 2 or sum(sizes) != len(samples):
+        return samples
+    out, i = [], 0
+    for k in sizes:
+        out.append(samples[i : i + k])
+        i += k
+    return out
 
 
 @dataclass
@@ -99,6 +119,10 @@ def _entry_from_bench(bench: dict[str, Any], machine_identity: dict[str, Any]) -
         reference_sha256=ref.get("sha256"),
         reference_label=ref.get("label"),
         device=str(hw.get("device") or ""),
+        round_sizes=[int(k) for k in hw["round_sizes"]] if hw.get("round_sizes") else None,
+        reference_round_sizes=[int(k) for k in ref["round_sizes"]]
+        if ref.get("round_sizes")
+        else None,
     )
 
 
@@ -247,12 +271,12 @@ def compare_entries(
         if base.reference_sha256 and base.reference_sha256 != new.reference_sha256:
             notes.append("the baseline's reference model differs, drift not corrected")
         else:
-            refs = (base.reference_ms, new.reference_ms)
+            refs = (base.reference_rounds(), new.reference_rounds())
     elif base.reference_ms or new.reference_ms:
         notes.append("only one run has a reference, drift not corrected")
     est = median_ratio_ci(
-        base.samples_ms,
-        new.samples_ms,
+        base.rounds(),
+        new.rounds(),
         *(refs or (None, None)),
         confidence=confidence,
         n_boot=n_boot,

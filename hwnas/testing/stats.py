@@ -34,6 +34,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from hwnas.errors import ConfigError
 
@@ -59,28 +60,59 @@ def parse_threshold(text: str, option: str = "--hwnas-fail-regression") -> float
     return value
 
 
-def _clean(name: str, samples: Sequence[float], minimum: int = 3):
+def _clean(name: str, samples: Sequence[Any], minimum: int = 3) -> list:
+    """Samples as a list of rounds (1-d arrays): a flat sequence is one round; a sequence of
+    sequences is one per round (each a separate session of the runtime, measured in turn)."""
     import numpy as np
 
-    a = np.asarray(list(samples), dtype=np.float64)
-    if a.ndim != 1 or len(a) < minimum:
+    items = list(samples)
+    nested = bool(items) and isinstance(items[0], list | tuple | np.ndarray)
+    try:
+        rounds = [np.asarray(r, dtype=np.float64).ravel() for r in (items if nested else [items])]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} holds samples that are not numbers; check the file") from None
+    rounds = [r for r in rounds if r.size]
+    total = sum(r.size for r in rounds)
+    if total < minimum:
         raise ConfigError(
-            f"{name} has {a.size} samples; at least {minimum} raw samples are needed to compare (raise the runs)"
+            f"{name} has {total} samples; at least {minimum} raw samples are needed to compare (raise the runs)"
         )
-    if not np.all(np.isfinite(a)) or np.any(a <= 0):
+    pooled = np.concatenate(rounds)
+    if not np.all(np.isfinite(pooled)) or np.any(pooled <= 0):
         raise ConfigError(f"{name} holds non-positive or non-finite latencies; check the file")
-    return a
+    return rounds
 
 
-def _boot_medians(a, n_boot: int, rng, chunk: int = 256):
-    """``n_boot`` medians of resamples of ``a`` (vectorised, in chunks to bound memory)."""
+def _boot_medians(rounds: list, n_boot: int, rng, chunk: int = 128):
+    """``n_boot`` bootstrap medians of the pooled samples.
+
+    One round: resample the samples. Several: resample the rounds, then the samples
+    within each chosen round (a two-level bootstrap), so that what differs from one
+    runtime session to the next (memory layout, a neighbour's burst of work) widens
+    the interval instead of hiding in hundreds of correlated samples.
+    """
     import numpy as np
 
     out = np.empty(n_boot)
-    for start in range(0, n_boot, chunk):
-        k = min(chunk, n_boot - start)
-        idx = rng.integers(0, len(a), size=(k, len(a)))
-        out[start : start + k] = np.median(a[idx], axis=1)
+    if len(rounds) == 1:
+        a = rounds[0]
+        for start in range(0, n_boot, chunk):
+            k = min(chunk, n_boot - start)
+            out[start : start + k] = np.median(a[rng.integers(0, len(a), (k, len(a)))], axis=1)
+        return out
+    sizes = {len(r) for r in rounds}
+    R = len(rounds)
+    if len(sizes) == 1:
+        A, n = np.stack(rounds), sizes.pop()
+        for start in range(0, n_boot, chunk):
+            k = min(chunk, n_boot - start)
+            pick = rng.integers(0, R, (k, R, 1))
+            vals = A[pick, rng.integers(0, n, (k, R, n))]
+            out[start : start + k] = np.median(vals.reshape(k, R * n), axis=1)
+        return out
+    for b in range(n_boot):  # rounds of unequal sizes (a device that returns what it got)
+        chosen = [rounds[i] for i in rng.integers(0, R, R)]
+        out[b] = np.median(np.concatenate([r[rng.integers(0, len(r), len(r))] for r in chosen]))
     return out
 
 
@@ -112,10 +144,10 @@ class RatioEstimate:
 
 
 def median_ratio_ci(
-    base: Sequence[float],
-    new: Sequence[float],
-    base_ref: Sequence[float] | None = None,
-    new_ref: Sequence[float] | None = None,
+    base: Sequence[Any],
+    new: Sequence[Any],
+    base_ref: Sequence[Any] | None = None,
+    new_ref: Sequence[Any] | None = None,
     *,
     confidence: float = 0.95,
     n_boot: int = 2000,
@@ -124,7 +156,8 @@ def median_ratio_ci(
     """Bootstrap CI of the median ratio new / base, divided by the reference's ratio.
 
     Args:
-        base / new: raw samples of the model in the two sessions (any one unit).
+        base / new: raw samples of the model in the two sessions (any one unit): flat,
+            or one list per round (then the bootstrap resamples rounds, then samples).
         base_ref / new_ref: raw samples of the reference model measured beside it
             in the same two sessions; both or neither.
         confidence: two-sided level of the interval.
@@ -144,11 +177,12 @@ def median_ratio_ci(
     b, n = _clean("the baseline", base), _clean("the new run", new)
     rng = np.random.default_rng(seed)
     boot = _boot_medians(n, n_boot, rng) / _boot_medians(b, n_boot, rng)
-    model_ratio = float(np.median(n) / np.median(b))
+    med_b, med_n = float(np.median(np.concatenate(b))), float(np.median(np.concatenate(n)))
+    model_ratio = med_n / med_b
     ratio, drift = model_ratio, None
     if base_ref is not None and new_ref is not None:
         rb, rn = _clean("the baseline's reference", base_ref), _clean("the reference", new_ref)
-        drift = float(np.median(rn) / np.median(rb))
+        drift = float(np.median(np.concatenate(rn)) / np.median(np.concatenate(rb)))
         boot = boot / (_boot_medians(rn, n_boot, rng) / _boot_medians(rb, n_boot, rng))
         ratio = model_ratio / drift
     alpha = (1.0 - confidence) / 2.0
@@ -160,10 +194,10 @@ def median_ratio_ci(
         model_ratio=model_ratio,
         drift=drift,
         confidence=confidence,
-        base_median=float(np.median(b)),
-        new_median=float(np.median(n)),
-        n_base=len(b),
-        n_new=len(n),
+        base_median=med_b,
+        new_median=med_n,
+        n_base=sum(len(r) for r in b),
+        n_new=sum(len(r) for r in n),
     )
 
 
