@@ -111,19 +111,17 @@ def inject(src: Path, dest: Path, channels: int, seed: int = 0) -> Path:
 
 
 def paired_ratio(a: Path, b: Path, rounds: int, runs: int) -> float:
-    """Median latency of ``b`` over ``a``, measured in interleaved rounds (ABBA) in this process."""
+    """Median latency of ``b`` over ``a``, measured in interleaved rounds in this process
+    (as the fixture measures a model and its reference)."""
     from hwnas.devices import create_device
     from hwnas.export.artifact import load_onnx
     from hwnas.profilers.latency import MeasureSettings
+    from hwnas.testing.measure import measure_interleaved
 
     dev = create_device("cpu-ort", threads=1)
-    arts = {k: load_onnx(p) for k, p in (("a", a), ("b", b))}
-    got: dict[str, list[float]] = {"a": [], "b": []}
     s = MeasureSettings(warmup=5, runs=runs)
-    for r in range(rounds):
-        for k in ("a", "b") if r % 2 == 0 else ("b", "a"):
-            got[k] += dev.measure(arts[k], s).samples_ms
-    return float(np.median(got["b"]) / np.median(got["a"]))
+    ma, mb = measure_interleaved(dev, load_onnx(a), load_onnx(b), s, rounds)
+    return mb.median / ma.median
 
 
 def calibrate(

@@ -191,12 +191,14 @@ class _Session:
         return self.devices[key]
 
     def artifact(self, model: Any, device: Any, input_shape: Any, label: str | None) -> Any:
-        if isinstance(model, str | os.PathLike):
-            key = (str(model), str(input_shape), device.artifact_format)
-            if key not in self.artifacts:
-                self.artifacts[key] = _resolve(str(model), input_shape, label)
-            return self.artifacts[key]
-        return _export_module(model, device, input_shape, label)
+        from hwnas.testing.measure import model_artifact
+
+        if not isinstance(model, str | os.PathLike):  # a torch module: to_onnx caches it
+            return model_artifact(model, device, input_shape, label)
+        key = (str(model), str(input_shape), label, device.artifact_format)
+        if key not in self.artifacts:
+            self.artifacts[key] = model_artifact(model, device, input_shape, label)
+        return self.artifacts[key]
 
     def close(self) -> None:
         import contextlib
@@ -205,56 +207,6 @@ class _Session:
             with contextlib.suppress(Exception):  # closing is best effort at session end
                 dev.close()
         self.devices.clear()
-
-
-def _resolve(name: str, input_shape: Any, label: str | None) -> Any:
-    """A zoo name, an .onnx file or a .tflite file -> Artifact."""
-    shape = _shape_text(input_shape)
-    if name.lower().endswith(".tflite"):
-        from hwnas.export.tflite import load_tflite
-
-        return load_tflite(name, label=label)
-    from hwnas.commands._common import resolve_model
-
-    art = resolve_model(name, shape).artifact
-    if label:
-        from dataclasses import replace
-
-        art = replace(art, label=label)
-    return art
-
-
-def _shape_text(input_shape: Any) -> str | None:
-    if input_shape is None:
-        return None
-    if isinstance(input_shape, str):
-        return input_shape
-    return ",".join(str(int(d)) for d in input_shape)
-
-
-def _export_module(module: Any, device: Any, input_shape: Any, label: str | None) -> Any:
-    import torch
-
-    from hwnas.export.artifact import parse_shape
-
-    if not isinstance(module, torch.nn.Module):
-        raise ConfigError(
-            f"hwnas_latency takes an .onnx/.tflite path, a zoo name or a torch.nn.Module, "
-            f"got {type(module).__name__}"
-        )
-    if input_shape is None:
-        raise ConfigError(
-            "a torch module needs its input shape: hwnas_latency(module, input_shape=(1, 3, 224, 224))"
-        )
-    shape = parse_shape(_shape_text(input_shape) or "")
-    name = label or type(module).__name__
-    if device.artifact_format == "tflite":
-        from hwnas.export import to_tflite
-
-        return to_tflite(module, shape, label=name)
-    from hwnas.export import to_onnx
-
-    return to_onnx(module, shape, label=name)
 
 
 @dataclass
@@ -340,7 +292,8 @@ class LatencyFixture:
     def _run(
         self, model, device, threads, input_shape, runs, rounds, warmup, reference, label, options
     ) -> LatencyResult:
-        from hwnas.profilers.latency import Measurement, MeasureSettings
+        from hwnas.profilers.latency import MeasureSettings
+        from hwnas.testing.measure import measure_interleaved
         from hwnas.testing.runs import Entry, compare_entries, identity_of
 
         state, bench = self.state, self.benchmark
@@ -359,16 +312,8 @@ class LatencyFixture:
             n_runs, n_rounds, reference = 1, 1, None
         ref_art = state.artifact(reference, dev, None, None) if reference is not None else None
         settings = MeasureSettings(warmup=n_warm, runs=n_runs)
-        got: dict[str, list[Measurement]] = {"model": [], "reference": []}
-        for r in range(n_rounds):
-            # ABBA order: neither model always runs first after the other's cache state.
-            order = [("model", art), ("reference", ref_art)]
-            for which, a in order if r % 2 == 0 else order[::-1]:
-                if a is not None:
-                    got[which].append(dev.measure(a, settings))
-        info = dev.info()
-        m = _merge(got["model"], info)
-        ref = _merge(got["reference"], info) if got["reference"] else None
+        m, ref = measure_interleaved(dev, art, ref_art, settings, n_rounds)
+        info = m.environment
         result = LatencyResult(m, ref)
         if disabled:
             return result
@@ -454,23 +399,6 @@ class LatencyFixture:
                 "round_sizes": ref.extra["rounds"],
             },
         }
-
-
-def _merge(parts: list[Any], info: dict) -> Any:
-    """One Measurement of the rounds' measurements, samples in the order they ran."""
-    from hwnas.profilers.latency import Measurement
-
-    first = parts[0]
-    return Measurement(
-        samples_ms=tuple(s for p in parts for s in p.samples_ms),
-        device=first.device,
-        label=first.label,
-        artifact_sha256=first.artifact_sha256,
-        settings={**first.settings, "rounds": len(parts)},
-        environment=info,
-        warmup_ms=tuple(s for p in parts for s in p.warmup_ms),
-        extra={"rounds": [len(p.samples_ms) for p in parts]},
-    )
 
 
 @pytest.fixture
