@@ -31,7 +31,12 @@ def run(args) -> int:
     if args.plot:
         from hwnas.report.regression import plot_comparisons
 
-        plot = plot_comparisons(rows, args.plot, threshold=threshold)
+        try:
+            plot = plot_comparisons(rows, args.plot, threshold=threshold)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"cannot write the figure {args.plot} ({exc}); give a writable file name such as cmp.png"
+            ) from None
     if args.json:
         print_json(
             {

@@ -309,8 +309,9 @@ def compare_runs(
         wanted = set(only)
         names = [n for n in names if n in wanted or n.split("::")[-1] in wanted]
     if not names:
+        what = f"no test or model named {', '.join(only)}" if only else "no test or model"
         raise ConfigError(
-            f"{base.path} and {new.path} have no test or model in common; compare runs of the same tests"
+            f"{base.path} and {new.path} have {what} in common; compare runs of the same tests"
         )
     notes = []
     for label, a, b in (("BASE", base, new), ("NEW", new, base)):
