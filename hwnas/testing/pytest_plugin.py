@@ -5,8 +5,8 @@ def test_my_model_latency(hwnas_latency):
     hwnas_latency("model.onnx", device="cpu-ort", threads=1)  # or a zoo name / torch module
 ```
 
-The fixture measures with an hwnas device (adaptive statistics, every raw
-sample, the device's environment) and hands the samples to pytest-benchmark's
+The fixture measures with an hwnas device (fixed rounds of timed runs, every
+raw sample, the device's environment) and hands the samples to pytest-benchmark's
 own ``benchmark`` fixture, so ``--benchmark-json``, ``--benchmark-autosave``,
 ``--benchmark-compare``, ``--benchmark-histogram``, ``--benchmark-compare-fail``
 and ``pytest-benchmark compare`` work on it as on any benchmark. A reference
@@ -270,7 +270,11 @@ class LatencyFixture:
             device_options: passed to the device factory (``create_device``).
         """
         if self._used:
-            raise pytest.UsageError("hwnas_latency can be called only once per test")
+            pytest.fail(
+                "hwnas_latency can be called only once per test (one benchmark per test); "
+                "parametrize the test over models instead",
+                pytrace=False,
+            )
         self._used = True
         try:
             return self._run(
