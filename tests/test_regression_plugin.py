@@ -8,6 +8,7 @@ baseline is edited to be 100x faster or slower than anything the machine can do.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -591,6 +592,42 @@ def test_hwnas_device_option_overrides_the_tests_device(pytester):
     res.assert_outcomes(passed=1)
     hw = json.loads((pytester.path / "o.json").read_text())["benchmarks"][0]["extra_info"]["hwnas"]
     assert hw["device"] == "cpu-ort" and hw["reference"] is None
+
+
+@pytest.mark.android
+@pytest.mark.skipif(
+    importlib.util.find_spec("litert_torch") is None
+    or importlib.util.find_spec("ai_edge_litert") is None,
+    reason="the tflite extra (litert-torch, ai-edge-litert) is not installed",
+)
+def test_same_tests_run_on_a_phone_with_hwnas_device(pytester, monkeypatch):
+    """``--hwnas-device adb:SERIAL`` against the stand-in adb and benchmark_model (tests/fake_adb)."""
+    import shutil
+
+    from fake_adb.phone import FakePhone
+    from fake_adb.tiny import tiny_tflite
+
+    phone = FakePhone(pytester.path / "phone")
+    phone.apply(monkeypatch)
+    shutil.copyfile(tiny_tflite().path, pytester.path / "m.tflite")
+    shutil.copyfile(pytester.path / "m.tflite", pytester.path / "ref.tflite")
+    pytester.makepyfile(
+        test_phone="""
+        def test_p(hwnas_latency):
+            r = hwnas_latency("m.tflite", device="cpu-ort", optimization="basic")
+            assert r.measurement.device == "adb:FAKE0001" and r.measurement.stats.n == 2
+        """
+    )
+    res = pytester.runpytest(
+        *_plugin_args(), *SMALL, "--hwnas-device", "adb:FAKE0001", "--hwnas-reference",
+        "ref.tflite", "--hwnas-device-opt", f"benchmark_binary={phone.stand_in_benchmark}",
+        "--hwnas-device-opt", "thermal_limit_c=0", "--benchmark-json", "phone.json",
+    )  # fmt: skip
+    res.assert_outcomes(passed=1)
+    (b,) = json.loads((pytester.path / "phone.json").read_text())["benchmarks"]
+    hw = b["extra_info"]["hwnas"]
+    assert hw["device"] == "adb:FAKE0001" and hw["identity"]["model"] == "Pixel 7"
+    assert len(b["stats"]["data"]) == 2 and len(hw["reference"]["samples_ms"]) == 2
 
 
 def test_benchmark_skip_and_disable_are_honoured(lat_project):

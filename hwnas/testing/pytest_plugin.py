@@ -48,6 +48,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "(cpu-ort, cpu-litert, adb:SERIAL, ssh:HOST, ...)",
     )
     g.addoption(
+        "--hwnas-device-opt",
+        metavar="KEY=VALUE",
+        action="append",
+        default=None,
+        help="a device option (repeatable), e.g. benchmark_binary=./benchmark_model for adb; "
+        "with --hwnas-device these replace the options the tests give their own device",
+    )
+    g.addoption(
         "--hwnas-threads",
         metavar="N",
         type=int,
@@ -267,7 +275,8 @@ class LatencyFixture:
                 or ``None`` for none; default ``--hwnas-reference`` or
                 :data:`DEFAULT_REFERENCE`.
             label: the name recorded with the measurement.
-            device_options: passed to the device factory (``create_device``).
+            device_options: passed to the device factory (``create_device``); replaced
+                by ``--hwnas-device-opt`` when ``--hwnas-device`` overrides the device.
         """
         if self._used:
             pytest.fail(
@@ -303,6 +312,12 @@ class LatencyFixture:
         state, bench = self.state, self.benchmark
         spec = state.option("hwnas_device") or device
         threads = state.option("hwnas_threads") or threads
+        if state.option("hwnas_device_opt") or state.option("hwnas_device"):
+            from hwnas.commands.remote import parse_device_options
+
+            given = parse_device_options(state.option("hwnas_device_opt"))
+            # The test's options are for the device it names, not for an override.
+            options = given if state.option("hwnas_device") else {**options, **given}
         dev = state.device(spec, int(threads), options)
         art = state.artifact(model, dev, input_shape, label)
         if reference is _UNSET:
