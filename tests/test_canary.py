@@ -9,8 +9,8 @@ import pytest
 from campaign_helpers import TinySpace
 
 from hwnas.arch import Arch
-from hwnas.campaigns import run_campaign
 from hwnas.campaigns import canary as canary_mod
+from hwnas.campaigns import run_campaign
 from hwnas.campaigns.canary import CanaryMonitor, CanarySettings, check_canary_model, parse_every
 from hwnas.errors import ConfigError
 from hwnas.profilers.latency import Measurement, MeasureSettings
@@ -52,7 +52,9 @@ def _add_rows(store, n, campaign="c", start=0):
         arch = Arch("s", (i,))
         store.add_arch(arch)
         m = Measurement(samples_ms=(9.0,), device="stub", label=arch.id)
-        ids.append(store.add_measurement(arch.id, m, (1, 3, 8, 8), device="stub", campaign=campaign))
+        ids.append(
+            store.add_measurement(arch.id, m, (1, 3, 8, 8), device="stub", campaign=campaign)
+        )
     return ids
 
 
@@ -62,8 +64,12 @@ def _monitor(store, dev, every=3, remeasured=None):
         return dev.measure(SimpleNamespace(label=arch_id))
 
     return CanaryMonitor(
-        store, dev, CanarySettings("cifar_resnet20", every_archs=every, drift=0.05),
-        device_name="stub", campaign="c", remeasure=remeasure,
+        store,
+        dev,
+        CanarySettings("cifar_resnet20", every_archs=every, drift=0.05),
+        device_name="stub",
+        campaign="c",
+        remeasure=remeasure,
         artifact=SimpleNamespace(label="canary:x"),
     )
 
@@ -87,8 +93,10 @@ def test_drift_flags_rows_since_last_good_canary_and_remeasures_them(tmp_path):
         for _ in second:
             mon.after_arch()
         # the drifted canary flagged rows 4-6 only, the good one let them be re-measured
-        assert done == [store.conn.execute("SELECT arch_id FROM measurements WHERE id=?", (i,)).fetchone()[0]
-                        for i in second]
+        assert done == [
+            store.conn.execute("SELECT arch_id FROM measurements WHERE id=?", (i,)).fetchone()[0]
+            for i in second
+        ]
         states = quality.flag_states(store.conn)
         assert set(states) == set(second) and set(states.values()) == {"remeasured"}
         meds = dict(store.conn.execute("SELECT id, median_ms FROM measurements").fetchall())
@@ -107,7 +115,9 @@ def test_busy_measurement_is_flagged_and_remeasured_at_the_next_good_canary(tmp_
         mon = _monitor(store, dev, every=2)
         mon.start()
         ids = _add_rows(store, 1)
-        mon.after_arch(SimpleNamespace(environment={"interference": {"busy": True, "reasons": ["x"]}}))
+        mon.after_arch(
+            SimpleNamespace(environment={"interference": {"busy": True, "reasons": ["x"]}})
+        )
         assert quality.pending(store.conn, "stub", "c")[0]["measurement_id"] == ids[0]
         _add_rows(store, 1, start=1)
         mon.after_arch()  # canary due: good -> re-measure the busy one
@@ -138,19 +148,38 @@ def test_interrupt_during_canary_resumes_without_losing_or_doubling(tmp_path):
 
 
 def test_campaign_with_canary_and_interrupt_resumes_cleanly(tmp_path, monkeypatch):
-    monkeypatch.setattr(canary_mod, "canary_artifact", lambda *a, **k: SimpleNamespace(label="canary:z"))
+    monkeypatch.setattr(
+        canary_mod, "canary_artifact", lambda *a, **k: SimpleNamespace(label="canary:z")
+    )
     db = tmp_path / "camp.db"
     space = TinySpace()
     settings = CanarySettings("cifar_resnet20", every_archs=2, drift=0.05)
     # baseline, then a drift whose re-check is interrupted: the campaign stops mid-canary
     with Store(db) as store:
-        s = run_campaign(space, 5, StubDevice([10.0, 20.0, "stop"]), store, settings=FAST,
-                         canary=settings, device_name="stub", exporter="torchscript")
+        s = run_campaign(
+            space,
+            5,
+            StubDevice([10.0, 20.0, "stop"]),
+            store,
+            settings=FAST,
+            canary=settings,
+            device_name="stub",
+            exporter="torchscript",
+        )
         assert s.interrupted and s.measured == 2
         assert len(quality.pending(store.conn, "stub", s.campaign)) == 2
     with Store(db) as store:
-        s2 = run_campaign(space, 5, StubDevice([10.0]), store, settings=FAST, canary=settings,
-                          device_name="stub", repeat_n=3, exporter="torchscript")
+        s2 = run_campaign(
+            space,
+            5,
+            StubDevice([10.0]),
+            store,
+            settings=FAST,
+            canary=settings,
+            device_name="stub",
+            repeat_n=3,
+            exporter="torchscript",
+        )
         assert not s2.interrupted and s2.measured == 3 and s2.skipped == 2
         assert not quality.pending(store.conn, "stub", s2.campaign)
         rows = store.conn.execute("SELECT arch_id FROM measurements").fetchall()

@@ -56,7 +56,11 @@ def test_parse_cpuinfo_temperature_and_remote_text():
     assert parse_temperature("45000\n") == 45.0
     assert parse_temperature("38\n") == 38.0
     assert parse_temperature("n/a") is None
-    text = "1.50 1.20 1.00 2/300 999\n@@\n" + STAT_A.splitlines()[0] + "\n@@\n1800000\n2400000\n@@\n41000\n52000\n@@\n8\n"
+    text = (
+        "1.50 1.20 1.00 2/300 999\n@@\n"
+        + STAT_A.splitlines()[0]
+        + "\n@@\n1800000\n2400000\n@@\n41000\n52000\n@@\n8\n"
+    )
     s = parse_remote(text, where="adb:X")
     assert s.loadavg["running"] == 2 and s.stat["idle"] == 8000
     assert s.freq_mhz == pytest.approx(2100.0) and s.temp_c == 52.0 and s.cores == 8
@@ -91,7 +95,9 @@ def test_assess_counts_other_processes_not_our_own():
     # the worker is not ours any more (someone else's): now busy
     assert assess(a, b, threads=1, own_pids={1}).busy
     # an explicit limit wins
-    assert not assess(a, b2, threads=1, own_pids={1, 2}, thresholds=Thresholds(max_other_cores=1.0)).busy
+    assert not assess(
+        a, b2, threads=1, own_pids={1, 2}, thresholds=Thresholds(max_other_cores=1.0)
+    ).busy
 
 
 def test_assess_runnable_steal_frequency_and_temperature():
@@ -147,7 +153,9 @@ class _Dev:
     name = "stub"
 
     def measure(self, artifact, settings=None):
-        return Measurement(samples_ms=(1.0, 1.0), device="stub", label="x", environment={"cpu": "x"})
+        return Measurement(
+            samples_ms=(1.0, 1.0), device="stub", label="x", environment={"cpu": "x"}
+        )
 
     def close(self):
         pass
@@ -156,8 +164,13 @@ class _Dev:
 def test_guard_waits_until_quiet_and_records(monkeypatch):
     s = _Script([5, 5, 1, 1, 1, 1])  # busy probe, then quiet
     logs: list[str] = []
-    guard = InterferenceGuard(Policy("wait", wait_limit_s=100, probe_s=1.0), reader=s.read,
-                              sleep=s.sleep, log=logs.append, own_pids=lambda: set())
+    guard = InterferenceGuard(
+        Policy("wait", wait_limit_s=100, probe_s=1.0),
+        reader=s.read,
+        sleep=s.sleep,
+        log=logs.append,
+        own_pids=lambda: set(),
+    )
     dev = GuardedDevice(_Dev(), guard)
     m = dev.measure(type("A", (), {"label": "x"})())
     rec = m.environment["interference"]
@@ -168,11 +181,16 @@ def test_guard_waits_until_quiet_and_records(monkeypatch):
 
 def test_guard_gives_up_and_flags_then_fail_policy_raises():
     s = _Script([5])  # always busy
-    guard = InterferenceGuard(Policy("wait", wait_limit_s=0.0, probe_s=0.1), reader=s.read,
-                              sleep=s.sleep, own_pids=lambda: set())
+    guard = InterferenceGuard(
+        Policy("wait", wait_limit_s=0.0, probe_s=0.1),
+        reader=s.read,
+        sleep=s.sleep,
+        own_pids=lambda: set(),
+    )
     _, rec = guard.around(lambda: 1)
     assert rec["busy"] and rec["gave_up_waiting"] and rec["reasons"]
-    strict = InterferenceGuard(Policy("fail", probe_s=0.1), reader=s.read, sleep=s.sleep,
-                               own_pids=lambda: set())
+    strict = InterferenceGuard(
+        Policy("fail", probe_s=0.1), reader=s.read, sleep=s.sleep, own_pids=lambda: set()
+    )
     with pytest.raises(InterferenceError, match="--interference wait"):
         strict.around(lambda: 1)

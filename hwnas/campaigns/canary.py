@@ -69,7 +69,9 @@ def check_canary_model(name: str | None) -> str | None:
     from hwnas.models import is_model, list_models
 
     if not is_model(name):
-        raise ConfigError(f"unknown --canary model '{name}'; use one of {', '.join(list_models())} or none")
+        raise ConfigError(
+            f"unknown --canary model '{name}'; use one of {', '.join(list_models())} or none"
+        )
     return name
 
 
@@ -225,7 +227,10 @@ class CanaryMonitor:
             quality.flag(self.conn, [mid], "interference", reasons)
             self.flagged += 1
         self.since += 1
-        if self.since >= self.settings.every_archs or self.clock() - self.t_last >= self.settings.every_s:
+        if (
+            self.since >= self.settings.every_archs
+            or self.clock() - self.t_last >= self.settings.every_s
+        ):
             self.check()
 
     def finish(self) -> None:
@@ -280,5 +285,8 @@ def make_monitor(
         remeasure=remeasure,
         artifact=None,
         log=log,
-        export_options={"cache_dir": options.get("cache_dir"), "exporter": options.get("exporter", "dynamo")},
+        export_options={
+            "cache_dir": options.get("cache_dir"),
+            "exporter": options.get("exporter", "dynamo"),
+        },
     )

@@ -340,8 +340,11 @@ def run_campaign(
         export_mode, export_workers, _device_threads(device), len(todo)
     )
     summary.export_workers = export_workers
-    summary.notes.append(f"export: {mode}" + (f" ({export_workers} workers)" if export_workers else "")
-                         + f", {why}; exports checked against torch: {verify}")
+    summary.notes.append(
+        f"export: {mode}"
+        + (f" ({export_workers} workers)" if export_workers else "")
+        + f", {why}; exports checked against torch: {verify}"
+    )
     split = split_cores(_device_threads(device)) if mode == "pinned" and pin_cores else None
     pool: ExportPool | None = None
     try:
@@ -352,12 +355,18 @@ def run_campaign(
         elif mode == "inline":
             for i, arch in enumerate(todo):
                 t0 = time.perf_counter()
-                prepared = prepare_arch(space, arch, **{**options, "check": verify_this(arch, verify, i)})
+                prepared = prepare_arch(
+                    space, arch, **{**options, "check": verify_this(arch, verify, i)}
+                )
                 summary.timings["export_wait"] += time.perf_counter() - t0
                 handle(prepared)
         elif mode == "phase":  # export a batch on every core, then time it with the pool idle
-            pool = ExportPool(space, min(export_workers, len(todo)),
-                              job_timeout_s=max(900.0, settings.timeout_s), **options)
+            pool = ExportPool(
+                space,
+                min(export_workers, len(todo)),
+                job_timeout_s=max(900.0, settings.timeout_s),
+                **options,
+            )
             i = 0
             for batch in phase_batches(todo, 4 * export_workers):
                 t0 = time.perf_counter()

@@ -40,6 +40,7 @@ with one shell script; per-process shares are not read there.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -61,7 +62,9 @@ class InterferenceError(DeviceError):
 def check_policy(policy: str) -> str:
     """Validate ``--interference`` (one line naming the allowed values)."""
     if policy not in POLICIES:
-        raise ConfigError(f"unknown --interference policy '{policy}'; use one of {', '.join(POLICIES)}")
+        raise ConfigError(
+            f"unknown --interference policy '{policy}'; use one of {', '.join(POLICIES)}"
+        )
     return policy
 
 
@@ -211,14 +214,10 @@ def parse_remote(text: str, where: str = "remote") -> Snapshot:
     """The output of :data:`REMOTE_SCRIPT` -> a :class:`Snapshot` (no per-process shares)."""
     parts = (text.split("@@") + [""] * 5)[:5]
     snap = Snapshot(t=time.monotonic(), where=where)
-    try:
+    with contextlib.suppress(ValueError):
         snap.loadavg = parse_loadavg(parts[0])
-    except ValueError:
-        pass
-    try:
+    with contextlib.suppress(ValueError):
         snap.stat = parse_proc_stat(parts[1])
-    except ValueError:
-        pass
     khz = [int(v) for v in parts[2].split() if v.isdigit()]
     snap.freq_mhz = sum(khz) / len(khz) / 1000.0 if khz else None
     temps = [t for t in (parse_temperature(v) for v in parts[3].split()) if t is not None]
@@ -322,7 +321,9 @@ def assess(
             reasons.append(f"CPU steal {steal:.1%} (the hypervisor ran someone else)")
     freq = after.freq_mhz
     if freq and max_freq_seen and freq < (1 - thresholds.freq_drop) * max_freq_seen:
-        reasons.append(f"CPU at {freq:.0f} MHz, {1 - freq / max_freq_seen:.0%} below {max_freq_seen:.0f}")
+        reasons.append(
+            f"CPU at {freq:.0f} MHz, {1 - freq / max_freq_seen:.0%} below {max_freq_seen:.0f}"
+        )
     temp = after.temp_c
     if temp is not None and thresholds.temp_limit_c and temp > thresholds.temp_limit_c:
         reasons.append(f"{temp:.1f} C above the {thresholds.temp_limit_c:.1f} C limit")

@@ -111,7 +111,9 @@ def add_canary(
     return int(cur.lastrowid)
 
 
-def canary_series(conn: sqlite3.Connection, device: str | None = None, campaign: str | None = None) -> list[dict]:
+def canary_series(
+    conn: sqlite3.Connection, device: str | None = None, campaign: str | None = None
+) -> list[dict]:
     """The canary rows (oldest first); empty when the store never ran one."""
     if not has_tables(conn):
         return []
@@ -129,7 +131,11 @@ def canary_series(conn: sqlite3.Connection, device: str | None = None, campaign:
 
 
 def flag(
-    conn: sqlite3.Connection, measurement_ids: list[int], kind: str, reason: str, canary_id: int | None = None
+    conn: sqlite3.Connection,
+    measurement_ids: list[int],
+    kind: str,
+    reason: str,
+    canary_id: int | None = None,
 ) -> int:
     """Flag measurement rows (already-flagged pending rows keep their first reason)."""
     with conn:
@@ -193,7 +199,9 @@ def replace_measurement(conn: sqlite3.Connection, measurement_id: int, m: Measur
     sets = ", ".join(f"{c}=?" for c in _STAT_COLUMNS)
     env = dict(m.environment or {})
     with conn:
-        old = conn.execute("SELECT median_ms FROM measurements WHERE id=?", (measurement_id,)).fetchone()
+        old = conn.execute(
+            "SELECT median_ms FROM measurements WHERE id=?", (measurement_id,)
+        ).fetchone()
         conn.execute(
             f"UPDATE measurements SET {sets}, samples=?, warmup=?, environment=? WHERE id=?",
             (
@@ -215,7 +223,9 @@ def flag_states(conn: sqlite3.Connection) -> dict[int, str]:
     """measurement id -> ``pending``/``remeasured`` (empty when nothing was ever flagged)."""
     if not has_tables(conn):
         return {}
-    return {int(r[0]): r[1] for r in conn.execute("SELECT measurement_id, state FROM measurement_flags")}
+    return {
+        int(r[0]): r[1] for r in conn.execute("SELECT measurement_id, state FROM measurement_flags")
+    }
 
 
 # ---- filtering and normalising rows for export / compare-flops ----------------------
@@ -269,7 +279,9 @@ def apply_quality(
             out.append(r)
             scaled += 1
         rows = out
-        notes.append(f"normalised {scaled} rows by their campaign's canary (baseline / nearest canary)")
+        notes.append(
+            f"normalised {scaled} rows by their campaign's canary (baseline / nearest canary)"
+        )
     else:
         notes.append("latencies as measured (--normalize canary divides out canary drift)")
     return rows, "; ".join(notes)
