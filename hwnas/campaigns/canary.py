@@ -37,6 +37,8 @@ class CanarySettings:
     every_s: float = 300.0
     drift: float = 0.05
     max_rechecks: int = 3
+    #: a reference median from an earlier quiet run; default: this campaign's first canary
+    baseline_ms: float | None = None
 
     def __post_init__(self) -> None:
         if self.every_archs <= 0:
@@ -149,6 +151,8 @@ class CanaryMonitor:
             first = quality.canary_series(self.conn, device_name, campaign)
             if first:  # a resumed campaign keeps its baseline
                 self.baseline = float(first[0]["baseline_ms"])
+            elif settings.baseline_ms is not None:
+                self.baseline = float(settings.baseline_ms)
 
     @property
     def enabled(self) -> bool:
