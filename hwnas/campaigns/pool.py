@@ -13,8 +13,10 @@ moves the latencies before anyone relies on it. On a 2-core machine shared
 with other work it did not pay: throughput stayed the same (the one pinned
 exporter is slower than torch exporting on both cores between measurements)
 and the medians measured beside a running export were about 3x those measured
-alone, hence ``export_workers=0`` by default. Use a pool on machines with
-idle cores to spare.
+alone. Hence :func:`plan_export`: on such machines the pool works in *phases*
+(export a batch on every core, then time the batch while the workers sit
+idle), and pins exporters beside the timing only when at least two cores are
+spare. :func:`verify_this` checks exports against torch on a sample.
 
 The workers use the ``spawn`` start method (forking a process whose torch/ORT
 thread pools are running is unsafe), ignore Ctrl-C (the campaign decides when
