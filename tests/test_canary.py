@@ -206,3 +206,23 @@ def test_bad_canary_settings_are_one_line_config_errors():
     for bad in ("0", "-3", "x", "5,0s"):
         with pytest.raises(ConfigError, match="--canary-every"):
             parse_every(bad)
+
+
+def test_a_canary_the_device_cannot_run_is_dropped_with_a_message(tmp_path):
+    from hwnas.errors import DeviceError
+
+    class Broken(StubDevice):
+        def measure(self, artifact, settings=None):
+            if artifact.label.startswith("canary"):
+                raise DeviceError("cannot run it")
+            return super().measure(artifact, settings)
+
+    logs: list[str] = []
+    with Store(tmp_path / "x.db") as store:
+        mon = _monitor(store, Broken([10.0]), every=1)
+        mon.log = logs.append
+        mon.start()
+        assert mon.broken and not mon.enabled and "continuing without a canary" in logs[0]
+        _add_rows(store, 1)
+        mon.after_arch()  # no canary any more, nothing raised
+        assert quality.canary_series(store.conn) == []

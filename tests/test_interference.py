@@ -194,3 +194,23 @@ def test_guard_gives_up_and_flags_then_fail_policy_raises():
     )
     with pytest.raises(InterferenceError, match="--interference wait"):
         strict.around(lambda: 1)
+
+
+def test_guard_uses_the_gap_since_the_last_measurement_as_its_probe():
+    s = _Script([1])
+    sleeps: list[float] = []
+
+    def sleep(x: float) -> None:
+        sleeps.append(x)
+        s.sleep(x)
+
+    guard = InterferenceGuard(
+        Policy("wait", probe_s=1.0), reader=s.read, sleep=sleep, own_pids=lambda: set()
+    )
+    guard.around(lambda: s.sleep(0.5))
+    assert sleeps == [1.0]  # the first measurement probes for a second
+    s.sleep(2.0)  # exporting the next model
+    guard.around(lambda: s.sleep(0.5))
+    assert sleeps == [1.0]  # the 2 s gap was the probe: no extra wait
+    guard.around(lambda: s.sleep(0.5))  # no gap: probe again
+    assert sleeps == [1.0, 1.0]

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hwnas.errors import ConfigError
+from hwnas.errors import ConfigError, HwnasError
 from hwnas.store import quality
 
 DEFAULT_CANARY = "cifar_resnet20"
@@ -146,6 +146,7 @@ class CanaryMonitor:
         self.t_last = clock()
         self.remeasured = 0
         self.flagged = 0
+        self.broken = False
         quality.ensure(self.conn)
         if settings.model is not None:
             first = quality.canary_series(self.conn, device_name, campaign)
@@ -156,7 +157,7 @@ class CanaryMonitor:
 
     @property
     def enabled(self) -> bool:
-        return self.settings.model is not None
+        return self.settings.model is not None and not self.broken
 
     def status(self) -> str:
         """Short text for the progress bar: the last canary drift."""
@@ -191,7 +192,15 @@ class CanaryMonitor:
         """Measure the canary now; on drift flag, re-check until good, then re-measure."""
         if not self.enabled:
             return self._remeasure_pending()
-        cid, ok = self._measure_canary()
+        try:
+            cid, ok = self._measure_canary()
+        except HwnasError as exc:  # a canary the device cannot run must not stop the campaign
+            self.broken = True
+            self.log(
+                f"canary {self.settings.model} failed on {self.device_name} ({exc}); "
+                "continuing without a canary (choose another with --canary)"
+            )
+            return self._remeasure_pending()
         if ok:
             return self._remeasure_pending()
         ids = quality.flag_since_good_canary(
