@@ -226,3 +226,18 @@ def test_a_canary_the_device_cannot_run_is_dropped_with_a_message(tmp_path):
         _add_rows(store, 1)
         mon.after_arch()  # no canary any more, nothing raised
         assert quality.canary_series(store.conn) == []
+
+
+def test_remeasuring_stops_at_the_first_busy_result(tmp_path):
+    dev = StubDevice([10.0], busy_labels={Arch("s", (1,)).id, Arch("s", (2,)).id})
+    with Store(tmp_path / "s.db") as store:
+        mon = _monitor(store, dev, every=10)
+        ids = _add_rows(store, 4)
+        quality.flag(store.conn, ids, "interference", "busy")
+        mon.start()
+        # row 0 re-measured quietly; row 1 came back busy: rows 1-3 wait for a later check
+        assert [p["measurement_id"] for p in quality.pending(store.conn, "stub", "c")] == ids[1:]
+        assert [c for c in dev.calls if not c.startswith("canary")] == [
+            Arch("s", (0,)).id,
+            Arch("s", (1,)).id,
+        ]

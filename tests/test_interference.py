@@ -214,3 +214,13 @@ def test_guard_uses_the_gap_since_the_last_measurement_as_its_probe():
     assert sleeps == [1.0]  # the 2 s gap was the probe: no extra wait
     guard.around(lambda: s.sleep(0.5))  # no gap: probe again
     assert sleeps == [1.0, 1.0]
+
+
+def test_local_snapshot_reads_this_machine():
+    from hwnas.profilers.interference import local_snapshot, own_process_tree
+
+    a = local_snapshot()
+    assert a.loadavg["tasks"] >= 1 and a.stat["idle"] > 0 and a.cores >= 1
+    assert own_process_tree() & set(a.procs)  # psutil sees this process
+    w = assess(a, local_snapshot(), own_pids=own_process_tree())
+    assert w.other_cores is not None and w.other_cores >= 0 and isinstance(w.busy, bool)

@@ -260,8 +260,8 @@ class CanaryMonitor:
             if m is None:
                 continue
             busy = bool((m.environment or {}).get("interference", {}).get("busy"))
-            if busy:  # measured again under interference: leave it flagged for later
-                continue
+            if busy:  # conditions are not back: leave this and the rest for a later check
+                break
             quality.replace_measurement(self.conn, int(row["measurement_id"]), m)
             self.remeasured += 1
         return True
