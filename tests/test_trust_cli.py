@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 from campaign_helpers import TinyNet, TinySpace
@@ -159,3 +160,37 @@ def test_profile_interleave_prints_ratios_with_intervals(tmp_path, capsys):
     assert rows[0]["ratio"] == 1.0 and rows[0]["ratio_low"] == 1.0
     assert len(rows[1]["round_medians_ms"]) == 3 and rows[1]["n"] == 9
     assert rows[1]["ratio_low"] <= rows[1]["ratio"] <= rows[1]["ratio_high"]
+
+
+def test_eval_predictor_prints_the_noise_ceiling_of_the_db(tmp_path, capsys):
+    from hwnas.spaces import get_space
+
+    nb201 = get_space("nb201")
+    rng = np.random.default_rng(0)
+    archs: list = []
+    while len(archs) < 60:
+        a = nb201.sample(rng)
+        if not nb201.is_degenerate(a) and a not in archs:
+            archs.append(a)
+    cost = np.array([0.1, 0.0, 1.0, 3.0, 0.6])
+    db = tmp_path / "n.db"
+    with Store(db) as store:
+        store.add_imported_many(
+            [(a, 2.0 + cost[np.array(a.choices)].sum()) for a in archs], device="d"
+        )
+    out = tmp_path / "p.npz"
+    train = ["train-predictor", "--db", str(db), "--space", "nb201", "--train-size", "40",
+             "--predictor", "gbdt", "--set", "n_estimators=20", "--no-eval", "--out", str(out)]  # fmt: skip
+    assert main(train) == 0
+    capsys.readouterr()
+    assert main(["eval-predictor", str(out), "--db", str(db)]) == 0
+    assert "no noise ceiling stored for d (hwnas repeatability" in capsys.readouterr().out
+    with Store(db) as store:
+        quality.ensure(store.conn)
+        res = {"n": 50, "within5": 0.9, "within10": 0.98, "spearman": 0.993}
+        quality.add_repeatability(
+            store.conn, device="d", input_shape=None, campaign=None, result=res
+        )
+    assert main(["eval-predictor", str(out), "--db", str(db)]) == 0
+    text = capsys.readouterr().out
+    assert "noise ceiling on d" in text and "+-10% 98.0%" in text and "0.993" in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hwnas.commands._common import console, err_console, print_json, table
+from hwnas.commands._trust import QualityView, add_quality_read_options, check_quality_read
 from hwnas.errors import ConfigError
 
 
@@ -16,8 +17,6 @@ def run(args) -> int:
     db = Path(args.db)
     if not db.exists():
         raise ConfigError(f"no database at {db}; give the --db file a campaign or import wrote")
-    from hwnas.commands._trust import QualityView, check_quality_read
-
     check_quality_read(args)
     with Store(db) as store:
         view = QualityView(store, args.flagged, args.normalize)
@@ -125,7 +124,5 @@ def register(sub) -> None:
         help="keep cells whose output ignores the input",
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    from hwnas.commands._trust import add_quality_read_options
-
     add_quality_read_options(p)
     p.set_defaults(func=run)

@@ -218,11 +218,10 @@ def run_eval(args) -> int:
         if args.db:  # the data's own agreement, so a weak predictor is told from weak data
             from hwnas.store.quality import ceiling_line
 
-            console.print(
-                ceiling_line(args.db, ds.device)
-                or f"no noise ceiling stored for "
-                f"{ds.device} (measure one: hwnas repeatability --db {args.db})"
+            missing = (
+                f"no noise ceiling stored for {ds.device} (hwnas repeatability --db {args.db})"
             )
+            console.print(ceiling_line(args.db, ds.device) or missing)
     if args.plot:
         path = plot_predicted_vs_measured(
             ds.y_ms, y, args.plot, title=f"{pred.name} on {ds.device} ({len(ds)} archs)"
