@@ -241,3 +241,29 @@ def test_remeasuring_stops_at_the_first_busy_result(tmp_path):
             Arch("s", (0,)).id,
             Arch("s", (1,)).id,
         ]
+
+
+def test_interrupt_during_remeasurement_resumes_without_losing_or_doubling(tmp_path):
+    db = tmp_path / "m.db"
+    stop_at = Arch("s", (1,)).id
+
+    class StopsOnce(StubDevice):
+        def measure(self, artifact, settings=None):
+            if artifact.label == stop_at:
+                raise KeyboardInterrupt
+            return super().measure(artifact, settings)
+
+    with Store(db) as store:
+        ids = _add_rows(store, 3)
+        quality.flag(store.conn, ids, "interference", "busy")
+        mon = _monitor(store, StopsOnce([10.0]), every=10)
+        with pytest.raises(KeyboardInterrupt):
+            mon.start()  # row 0 replaced, Ctrl-C while re-measuring row 1
+        assert [p["measurement_id"] for p in quality.pending(store.conn, "stub", "c")] == ids[1:]
+    with Store(db) as store:
+        mon = _monitor(store, StubDevice([10.0]), every=10)
+        mon.start()
+        assert not quality.pending(store.conn, "stub", "c") and _count(store) == 3
+        meds = [r[0] for r in store.conn.execute("SELECT median_ms FROM measurements ORDER BY id")]
+        assert meds == [5.0, 5.0, 5.0]
+        assert len(quality.canary_series(store.conn)) == 2  # one per run, none lost

@@ -90,6 +90,7 @@ def add_canary(
     ok: bool,
 ) -> int:
     """Store one canary measurement (one commit; the row exists whole or not at all)."""
+    ensure(conn)
     with conn:
         cur = conn.execute(
             "INSERT INTO canary (campaign, device, model, median_ms, baseline_ms, drift, ok, "
@@ -138,6 +139,7 @@ def flag(
     canary_id: int | None = None,
 ) -> int:
     """Flag measurement rows (already-flagged pending rows keep their first reason)."""
+    ensure(conn)
     with conn:
         for mid in measurement_ids:
             conn.execute(
@@ -298,6 +300,8 @@ def add_repeatability(
     campaign: str | None,
     result: dict[str, Any],
 ) -> int:
+    """Store one repeat-vs-repeat agreement (write path: creates the tables if needed)."""
+    ensure(conn)
     with conn:
         cur = conn.execute(
             "INSERT INTO repeatability (device, input_shape, campaign, n, within5, within10, "
