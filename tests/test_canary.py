@@ -267,3 +267,35 @@ def test_interrupt_during_remeasurement_resumes_without_losing_or_doubling(tmp_p
         meds = [r[0] for r in store.conn.execute("SELECT median_ms FROM measurements ORDER BY id")]
         assert meds == [5.0, 5.0, 5.0]
         assert len(quality.canary_series(store.conn)) == 2  # one per run, none lost
+
+
+def test_a_slow_baseline_is_replaced_and_everything_before_it_flagged(tmp_path):
+    # the first canary ran on a busy machine (20 ms); later ones agree on 10 ms
+    dev = StubDevice([20.0, 10.0, 10.2, 10.1])
+    with Store(tmp_path / "b.db") as store:
+        mon = _monitor(store, dev, every=3)
+        mon.start()
+        ids = _add_rows(store, 3)
+        for _ in ids:
+            mon.after_arch()  # canary 10.0 (-50%), confirmed by 10.2: re-base to 10.2
+        assert mon.baseline == 10.2
+        states = quality.flag_states(store.conn)
+        assert set(states) == set(ids) and set(states.values()) == {"remeasured"}
+        series = quality.canary_series(store.conn, "stub", "c")
+        assert [c["baseline_ms"] for c in series] == [20.0, 10.2]
+        assert series[-1]["ok"] == 1
+    with Store(tmp_path / "b.db") as store:  # a resumed run keeps the new baseline
+        assert _monitor(store, StubDevice([10.0])).baseline == 10.2
+
+
+def test_one_fast_canary_is_noise_not_a_new_baseline(tmp_path):
+    dev = StubDevice([10.0, 8.0, 10.1, 10.0])  # 8.0 not confirmed by 10.1
+    with Store(tmp_path / "n.db") as store:
+        mon = _monitor(store, dev, every=2)
+        mon.start()
+        ids = _add_rows(store, 2)
+        for _ in ids:
+            mon.after_arch()
+        assert mon.baseline == 10.0
+        # the unconfirmed fast canary counts as a drift: its rows are flagged, then re-measured
+        assert set(quality.flag_states(store.conn)) == set(ids)

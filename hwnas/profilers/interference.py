@@ -486,7 +486,7 @@ class InterferenceGuard:
             if not announced:
                 self.log(
                     f"interference: waiting for a quiet machine before {what or 'measuring'} "
-                    f"(up to {limit:.0f} s): {'; '.join(w.reasons)}"
+                    f"(up to {limit:.3g} s): {'; '.join(w.reasons)}"
                 )
                 announced = True
 

@@ -175,6 +175,23 @@ def flag_since_good_canary(
     return ids
 
 
+def flag_upto(
+    conn: sqlite3.Connection, *, device: str, campaign: str, canary_id: int, reason: str
+) -> list[int]:
+    """Flag every ok row of the campaign measured before ``canary_id`` (a re-based baseline)."""
+    row = conn.execute("SELECT last_measurement_id FROM canary WHERE id=?", (canary_id,)).fetchone()
+    ids = [
+        int(r[0])
+        for r in conn.execute(
+            "SELECT id FROM measurements WHERE device=? AND campaign=? AND status='ok' AND id<=? "
+            "ORDER BY id",
+            (device, campaign, int(row[0])),
+        )
+    ]
+    flag(conn, ids, "canary", reason, canary_id)
+    return ids
+
+
 def pending(conn: sqlite3.Connection, device: str, campaign: str | None = None) -> list[dict]:
     """Flagged rows not yet re-measured (with their arch id and input shape)."""
     if not has_tables(conn):
@@ -268,12 +285,14 @@ def apply_quality(
             if not cs:
                 out.append(r)
                 continue
-            # the canary taken last before this row (or the first one)
+            # the canary taken last before this row (or the first one), against the
+            # campaign's final baseline (a baseline re-based when found slow)
             ref = cs[0]
             for c in cs:
                 if c["last_measurement_id"] < int(r["id"]):
                     ref = c
-            f = ref["baseline_ms"] / ref["median_ms"] if ref["median_ms"] > 0 else 1.0
+            base = cs[-1]["baseline_ms"]
+            f = base / ref["median_ms"] if ref["median_ms"] > 0 else 1.0
             r = dict(r)
             for col in _STAT_COLUMNS:
                 if col.endswith("_ms") and r.get(col) is not None:
