@@ -194,3 +194,16 @@ def test_eval_predictor_prints_the_noise_ceiling_of_the_db(tmp_path, capsys):
     assert main(["eval-predictor", str(out), "--db", str(db)]) == 0
     text = capsys.readouterr().out
     assert "noise ceiling on d" in text and "+-10% 98.0%" in text and "0.993" in text
+
+
+def test_cli_default_canary_matches_the_library_and_help_stays_torch_free():
+    import subprocess
+    import sys
+
+    from hwnas.campaigns.canary import DEFAULT_CANARY
+    from hwnas.commands._trust import DEFAULT_CANARY as CLI_DEFAULT
+
+    assert CLI_DEFAULT == DEFAULT_CANARY
+    code = "import sys; from hwnas.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr

@@ -62,9 +62,12 @@ def guard_device(args: Any, device: Any, device_name: str, threads: int, log: An
     return GuardedDevice(device, guard)
 
 
-def add_canary_options(p: Any) -> None:
-    from hwnas.campaigns.canary import DEFAULT_CANARY
+#: The CLI's default canary; equal to ``hwnas.campaigns.canary.DEFAULT_CANARY`` (tested),
+#: repeated here because importing hwnas.campaigns imports torch and `hwnas --help` must not.
+DEFAULT_CANARY = "cifar_resnet20"
 
+
+def add_canary_options(p: Any) -> None:
     p.add_argument(
         "--canary",
         default=os.environ.get("HWNAS_CANARY", DEFAULT_CANARY),
