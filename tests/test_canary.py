@@ -186,6 +186,7 @@ def test_campaign_with_canary_and_interrupt_resumes_cleanly(tmp_path, monkeypatc
         assert len(rows) == 5 and len({r[0] for r in rows}) == 5
         assert s2.repeatability is not None and s2.repeatability["n"] == 3
         assert s2.repeatability["within5"] == 1.0
+        assert any("re-measured, 0 still flagged" in n for n in s2.notes)
     # read-only checks must not create the tables in a fresh store
     con = sqlite3.connect(tmp_path / "fresh.db")
     assert quality.flag_states(con) == {} and not quality.has_tables(con)

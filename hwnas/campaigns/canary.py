@@ -252,6 +252,19 @@ class CanaryMonitor:
         """At the start (and on resume): a canary, then whatever was left flagged."""
         self.check()
 
+    def note(self) -> str:
+        """One line for the campaign summary: canary drift, flags, re-measurements."""
+        left = len(quality.pending(self.conn, self.device_name, self.campaign))
+        canary = (
+            f"canary {self.settings.model}: last drift {self.last_drift:+.1%}"
+            if self.enabled and self.last_drift is not None
+            else "no canary"
+        )
+        return (
+            f"{canary}; {self.flagged} rows flagged (interference or drift), {self.remeasured} "
+            f"re-measured, {left} still flagged (hwnas export --flagged drop leaves them out)"
+        )
+
     def has_pending(self) -> bool:
         return bool(quality.pending(self.conn, self.device_name, self.campaign))
 

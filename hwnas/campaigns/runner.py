@@ -406,6 +406,7 @@ def run_campaign(
                     handle(prepared)
         if monitor is not None and (todo or monitor.has_pending()):
             monitor.finish()
+            summary.notes.append(monitor.note())
         if repeat_n > 0 and not summary.interrupted:
             from hwnas.campaigns.repeatability import campaign_repeatability
 
