@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from hwnas.arch import Arch
-from hwnas.campaigns.pool import ExportPool, split_cores
+from hwnas.campaigns.pool import ExportPool, phase_batches, plan_export, split_cores, verify_this
 from hwnas.campaigns.step import (
     ArchResult,
     MeasuringDevice,
@@ -134,6 +134,7 @@ class CampaignSummary:
     wall_s: float = 0.0
     interrupted: bool = False
     notes: list[str] = field(default_factory=list)
+    repeatability: dict[str, Any] | None = None
 
     @property
     def processed(self) -> int:
@@ -178,6 +179,7 @@ class CampaignSummary:
             "failure_kinds": self.failure_kinds(),
             "failures": [{"arch_id": a, "kind": k, "reason": r} for a, k, r in self.failures],
             "notes": self.notes,
+            "repeatability": self.repeatability,
             "results": self.results,
         }
 
@@ -222,6 +224,11 @@ def run_campaign(
     progress: ProgressFn | None = None,
     on_plan: Callable[[int, int], None] | None = None,
     exporter: str = "dynamo",
+    export_mode: str = "auto",
+    verify_export: str | None = None,
+    canary: Any = None,
+    repeat_n: int = 0,
+    log: Callable[[str], None] | None = None,
 ) -> CampaignSummary:
     """Measure ``n`` distinct architectures of ``space`` on ``device`` into ``store``.
 
@@ -256,12 +263,20 @@ def run_campaign(
             architectures skipped), e.g. to size a progress bar.
         exporter: ``dynamo`` (default) or ``torchscript``, about 9x faster to
             export (see :func:`hwnas.export.to_onnx`).
+        export_mode: ``auto``/``inline``/``phase``/``pinned`` with ``export_workers``
+            > 0 (see :func:`hwnas.campaigns.pool.plan_export`); ``export_workers=0``
+            is always inline.
+        verify_export: ``sample``/``all``/``none``; ``None`` follows ``check``.
+        canary: :class:`~hwnas.campaigns.canary.CanarySettings` (``None``: no canary
+            and no re-measurement of flagged rows).
+        repeat_n: re-measure this many random rows at the end (noise ceiling).
+        log: live messages (canary drift, re-measurements).
 
     Returns:
         a :class:`CampaignSummary`; after Ctrl-C it has ``interrupted=True``
         and holds everything done until then (all of it already stored).
     """
-    if export_workers < 0:
+    if export_workers is not None and export_workers < 0:
         raise ConfigError(f"--export-workers must be >= 0, got {export_workers}")
     settings = settings or MeasureSettings()
     name = device_name or getattr(device, "name", "")
@@ -296,6 +311,12 @@ def run_campaign(
         "exporter": exporter,
     }
     device_recorded = False
+    verify = verify_export or ("all" if check else "none")
+    monitor = None
+    if canary is not None:
+        from hwnas.campaigns.canary import make_monitor
+
+        monitor = make_monitor(store, device, canary, space, options, settings, name, campaign, log)
 
     def handle(prepared: Prepared) -> None:
         nonlocal device_recorded
@@ -311,24 +332,51 @@ def run_campaign(
         if discard_artifacts and result.artifact is not None:
             with contextlib.suppress(OSError):
                 os.unlink(result.artifact.path)
-        tick(1, _status(result))
+        tick(1, _status(result) + (f", {monitor.status()}" if monitor and monitor.status() else ""))
+        if monitor is not None and result.ok:  # may run the canary and re-measure flagged rows
+            monitor.after_arch(result.measurement)
 
-    split = split_cores(_device_threads(device)) if export_workers and pin_cores else None
-    if export_workers and pin_cores and split is None:
-        summary.notes.append(
-            "no core is free beside the measurement's threads: exports share its cores and "
-            "perturb the timings; use --export-workers 0 on this machine"
-        )
+    mode, export_workers, why = plan_export(
+        export_mode, export_workers, _device_threads(device), len(todo)
+    )
+    summary.export_workers = export_workers
+    summary.notes.append(
+        f"export: {mode}"
+        + (f" ({export_workers} workers)" if export_workers else "")
+        + f", {why}; exports checked against torch: {verify}"
+    )
+    split = split_cores(_device_threads(device)) if mode == "pinned" and pin_cores else None
     pool: ExportPool | None = None
     try:
+        if monitor is not None and (todo or monitor.has_pending()):
+            monitor.start()
         if not todo:
             pass
-        elif export_workers == 0:
-            for arch in todo:
+        elif mode == "inline":
+            for i, arch in enumerate(todo):
                 t0 = time.perf_counter()
-                prepared = prepare_arch(space, arch, **options)
+                prepared = prepare_arch(
+                    space, arch, **{**options, "check": verify_this(arch, verify, i)}
+                )
                 summary.timings["export_wait"] += time.perf_counter() - t0
                 handle(prepared)
+        elif mode == "phase":  # export a batch on every core, then time it with the pool idle
+            pool = ExportPool(
+                space,
+                min(export_workers, len(todo)),
+                job_timeout_s=max(900.0, settings.timeout_s),
+                **options,
+            )
+            i = 0
+            for batch in phase_batches(todo, 4 * export_workers):
+                t0 = time.perf_counter()
+                for arch in batch:
+                    pool.submit(arch, check=verify_this(arch, verify, i))
+                    i += 1
+                ready = [pool.next_result() for _ in batch]
+                summary.timings["export_wait"] += time.perf_counter() - t0
+                for prepared in ready:
+                    handle(prepared)
         else:
             with _pinned(split[0] if split else None):
                 pool = ExportPool(
@@ -339,15 +387,32 @@ def run_campaign(
                     **options,
                 )
                 queue = list(reversed(todo))
+                n_sub = 0
+
+                def submit_next() -> None:
+                    nonlocal n_sub
+                    arch = queue.pop()
+                    pool.submit(arch, check=verify_this(arch, verify, n_sub))
+                    n_sub += 1
+
                 for _ in range(min(export_workers, len(queue))):
-                    pool.submit(queue.pop())
+                    submit_next()
                 while pool.pending:
                     t0 = time.perf_counter()
                     prepared = pool.next_result()
                     summary.timings["export_wait"] += time.perf_counter() - t0
                     if queue:  # the workers export the next one while this one is measured
-                        pool.submit(queue.pop())
+                        submit_next()
                     handle(prepared)
+        if monitor is not None and (todo or monitor.has_pending()):
+            monitor.finish()
+            summary.notes.append(monitor.note())
+        if repeat_n > 0 and not summary.interrupted:
+            from hwnas.campaigns.repeatability import campaign_repeatability
+
+            summary.repeatability = campaign_repeatability(
+                store, device, space, options, settings, name, campaign, repeat_n, seed, log
+            )
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:

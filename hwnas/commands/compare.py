@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hwnas.commands._common import console, err_console, print_json, table
+from hwnas.commands._trust import QualityView, add_quality_read_options, check_quality_read
 from hwnas.errors import ConfigError
 
 
@@ -16,9 +17,11 @@ def run(args) -> int:
     db = Path(args.db)
     if not db.exists():
         raise ConfigError(f"no database at {db}; give the --db file a campaign or import wrote")
+    check_quality_read(args)
     with Store(db) as store:
+        view = QualityView(store, args.flagged, args.normalize)
         res = compare_store(
-            store,
+            view,
             args.out,
             devices=args.device,
             space=args.space,
@@ -30,6 +33,7 @@ def run(args) -> int:
             pairs=args.pairs,
             log=None if args.json else err_console.print,
         )
+        res.notes.append(view.note)
     if args.json:
         print_json(
             {
@@ -120,4 +124,5 @@ def register(sub) -> None:
         help="keep cells whose output ignores the input",
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_quality_read_options(p)
     p.set_defaults(func=run)
