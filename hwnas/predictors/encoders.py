@@ -103,19 +103,15 @@ def export_arch(space: SearchSpace, arch: Arch, cache_dir: str | Path | None = N
     Weights are seeded so that the same architecture always gives the same
     module fingerprint, hence a cache hit instead of a second export.
     """
-    import torch
+    from hwnas.campaigns.step import export_source
+    from hwnas.source import ModelSource
 
-    from hwnas.export import to_onnx
-
-    torch.manual_seed(0)
-    module = space.build(arch)
-    art = to_onnx(
-        module,
-        space.input_shape,
+    art = export_source(
+        ModelSource.of_space(space, arch),
+        space=space,
         label=arch.id,
         cache_dir=cache_dir,
         check=False,
-        source={"kind": "space", "space": space.name, "choices": list(arch.choices)},
     )
     return Path(art.path)
 
