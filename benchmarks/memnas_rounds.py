@@ -42,7 +42,7 @@ def main() -> None:
     from hwnas.evaluators.proxy import ProxyEvaluator, ProxySettings
     from hwnas.objectives import MemoryEstimator, Objective
     from hwnas.searchers import SearchLog, create_searcher
-    from hwnas.searchers._memnas_space import MemNASSpace
+    from hwnas.spaces.memnas_cells import MemNASSpace
     from hwnas.store import Store
 
     torch.set_num_threads(1)

@@ -19,7 +19,8 @@ from hwnas.models.slimmable import SlimmableMobileNetV2
 from hwnas.objectives import LatencySource, MemoryEstimator, Objective
 from hwnas.profilers.flops import count
 from hwnas.searchers import create_searcher
-from hwnas.searchers._slimmable import (
+from hwnas.searchers.autoslim import parse_flops, uniform_channels_for_flops
+from hwnas.searchers.slimmable import (
     ChannelGrid,
     SlimTrainSettings,
     evaluate_width,
@@ -27,7 +28,6 @@ from hwnas.searchers._slimmable import (
     recalibrate_bn,
     train_slimmable,
 )
-from hwnas.searchers.autoslim import parse_flops, uniform_channels_for_flops
 from hwnas.spaces import get_space
 
 
@@ -98,7 +98,7 @@ def test_bn_recalibration_is_the_average_of_the_batches(space):
 
 
 def test_sandwich_rule_and_inplace_distillation(space, monkeypatch):
-    import hwnas.searchers._slimmable as slim
+    import hwnas.searchers.slimmable as slim
 
     grid = ChannelGrid(space, 1)
     data = load_images("digits", 32, max_samples=160, seed=0)

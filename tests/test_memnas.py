@@ -15,8 +15,8 @@ from hwnas.evaluators.base import AccuracyEvaluator
 from hwnas.objectives import MemoryEstimator, Objective
 from hwnas.profilers.memory import estimate
 from hwnas.searchers import create_searcher
-from hwnas.searchers._memnas_controller import RankingTrainer, controller_loss, kendall_tau
-from hwnas.searchers._memnas_space import (
+from hwnas.searchers.memnas_controller import RankingTrainer, controller_loss, kendall_tau
+from hwnas.spaces.memnas_cells import (
     Cell,
     MemNASSpace,
     grow_candidates,

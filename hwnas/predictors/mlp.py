@@ -36,8 +36,8 @@ import torch
 from torch import nn
 
 from hwnas.errors import PredictorError
-from hwnas.predictors import PREDICTORS
 from hwnas.predictors.base import Predictor
+from hwnas.predictors.registry import PREDICTORS
 
 _LOSSES = ("log-mse", "relative")
 

@@ -4,7 +4,7 @@ On the ``mobilenetv2-channels`` space (MobileNetV2 whose every searched
 layer keeps 10 %, 20 %, ... 100 % of its 1.5x width), AutoSlim
 
 1. trains one slimmable MobileNetV2 with the sandwich rule and in-place
-   distillation (:func:`hwnas.searchers._slimmable.train_slimmable`);
+   distillation (:func:`hwnas.searchers.slimmable.train_slimmable`);
 2. slims greedily from the widest configuration: at each step every layer
    loses one channel group in turn, the slimmable network (BN statistics
    recalibrated for that width) is evaluated on held-out images, and the
@@ -40,9 +40,10 @@ import torch
 from hwnas.errors import ConfigError
 from hwnas.models.slimmable import SlimmableMobileNetV2
 from hwnas.objectives import MemoryEstimator, parse_bytes, parse_latency_ms
-from hwnas.searchers import SEARCHERS
 from hwnas.searchers._data import load_split
-from hwnas.searchers._slimmable import (
+from hwnas.searchers.base import Candidate, History, Record, Searcher
+from hwnas.searchers.registry import SEARCHERS
+from hwnas.searchers.slimmable import (
     ChannelGrid,
     GreedySlimmer,
     SlimStep,
@@ -50,7 +51,6 @@ from hwnas.searchers._slimmable import (
     mobilenetv2_macs,
     train_slimmable,
 )
-from hwnas.searchers.base import Candidate, History, Record, Searcher
 
 if TYPE_CHECKING:
     from hwnas.objectives import Objective

@@ -5,9 +5,9 @@ Each round starts from a *base* network and
 1. generates candidates by growing it (the same new cell added to every
    block) and by trimming it (one layer replaced by the identity, or one
    edge removed, inside one block; orphaned cells dropped), see
-   :mod:`hwnas.searchers._memnas_space`;
+   :mod:`hwnas.spaces.memnas_cells`;
 2. ranks *all* candidates together with the structure-correlation
-   controller (:mod:`hwnas.searchers._memnas_controller`) and keeps the
+   controller (:mod:`hwnas.searchers.memnas_controller`) and keeps the
    top-k, plus ``explore`` random others so the controller also learns
    from candidates it ranked low;
 3. evaluates those: accuracy from the objective's evaluator (``proxy``
@@ -25,7 +25,7 @@ Each round starts from a *base* network and
    reward (the best feasible one when the objective has a memory or latency
    target) the next base.
 
-The network family is :class:`~hwnas.searchers._memnas_space.MemNASSpace`
+The network family is :class:`~hwnas.spaces.memnas_cells.MemNASSpace`
 (``--space memnas-cells``): MemNAS' blocks-of-cells CIFAR network at
 desktop size. The search's reward is always MemNAS' ``R`` (the objective's
 other terms and constraints are kept and recorded); ``lam`` sets lambda.
@@ -43,10 +43,10 @@ import torch
 from hwnas.arch import Arch
 from hwnas.errors import ConfigError
 from hwnas.objectives import MemoryEstimator, Terms
-from hwnas.searchers import SEARCHERS
-from hwnas.searchers._memnas_controller import LOSSES, RankingTrainer, kendall_tau
-from hwnas.searchers._memnas_space import MemNASSpace, grow_trim_candidates
 from hwnas.searchers.base import Candidate, History, Record, Searcher
+from hwnas.searchers.memnas_controller import LOSSES, RankingTrainer, kendall_tau
+from hwnas.searchers.registry import SEARCHERS
+from hwnas.spaces.memnas_cells import MemNASSpace, grow_trim_candidates
 
 if TYPE_CHECKING:
     from hwnas.objectives import Objective

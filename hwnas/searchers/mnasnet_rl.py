@@ -34,8 +34,8 @@ import torch
 from torch import nn
 
 from hwnas.errors import ConfigError
-from hwnas.searchers import SEARCHERS
 from hwnas.searchers.base import Candidate, Record, Searcher
+from hwnas.searchers.registry import SEARCHERS
 from hwnas.spaces.base import SearchSpace
 
 

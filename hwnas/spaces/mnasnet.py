@@ -39,8 +39,8 @@ from hwnas.arch import Arch
 from hwnas.errors import SpaceError
 from hwnas.models.mnasnet import MnasNet, StageCfg
 from hwnas.models.mobilenetv2 import MBV2_HEAD, MBV2_SETTINGS, MBV2_STEM
-from hwnas.spaces import SPACES
 from hwnas.spaces.base import SearchSpace
+from hwnas.spaces.registry import SPACES
 
 # (name in strings, op kind for the builder, expansion)
 OPS: tuple[tuple[str, str, int], ...] = (

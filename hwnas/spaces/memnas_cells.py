@@ -48,8 +48,8 @@ from torch import nn
 from hwnas.arch import Arch
 from hwnas.errors import SpaceError
 from hwnas.models.blocks import ConvBNAct
-from hwnas.spaces import SPACES
 from hwnas.spaces.base import SearchSpace
+from hwnas.spaces.registry import SPACES
 
 CELL_OPS: tuple[str, ...] = ("conv3x3", "conv1x1", "sep3x3", "maxpool3x3", "identity")
 FIELDS = 5  # in1, op1, in2, op2, out
