@@ -592,6 +592,9 @@ class Objective:
         self.memory_metric = memory_metric
         self.memnas_lambda = memnas_lambda
         self.memnas_base = memnas_base
+        # (activation, parameter) weights of the MemNAS term: the paper's 1/1 unless
+        # the memnas searcher's memory_weights=code asks for the released code's 0.7/0.3
+        self.memnas_weights: tuple[float, float] = (1.0, 1.0)
         self._cache: dict[tuple[str, str], Terms] = {}
 
     # ---- configuration ------------------------------------------------------------
@@ -656,6 +659,7 @@ class Objective:
                 ),
                 MemoryTerms(*self.memnas_base),
                 self.memnas_lambda,
+                self.memnas_weights,
             )
         terms.reward = self._reward(terms)
         return terms
