@@ -188,6 +188,10 @@ def test_autoslim_search_meets_targets_in_order(space):
     )
     hist = searcher.run(space, obj, budget=10, seed=0)
     final = hist.final
+    # 120 digits, 15 % held out: fewer than the paper's 2,000, so all training images, said so
+    bn = final["bn_calibration"]
+    assert 90 <= bn["images"] < 120 and bn["requested"] == 2000 and bn["note"].startswith("all")
+    assert bn["batches"] == -(-bn["images"] // 32)
     path = final["path"]
     flops = [p["flops"] for p in path]
     assert all(a > b for a, b in zip(flops, flops[1:], strict=False))  # every step slims
