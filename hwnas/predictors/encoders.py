@@ -156,14 +156,14 @@ def torch_flops(space: SearchSpace, archs: Sequence[Arch]) -> np.ndarray:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from hwnas.predictors.mlp import _threads
+    from hwnas.threads import torch_threads
 
     known: dict[str, float] = {}
     out = np.empty(len(archs), dtype=np.float64)
     x = torch.zeros(space.input_shape)
     # One thread: a batch-1 forward of a small network gains nothing from more,
     # and on a busy machine two threads were 10x slower here (measured).
-    with _threads(1), torch.no_grad():
+    with torch_threads(1), torch.no_grad():
         for i, a in enumerate(archs):
             if a.id not in known:
                 module = space.build(a).eval()
