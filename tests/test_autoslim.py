@@ -29,15 +29,14 @@ from hwnas.searchers.slimmable import (
     train_slimmable,
 )
 from hwnas.spaces import get_space
+from hwnas.threads import torch_threads
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """Small networks on a shared CPU: one torch thread, as the searchers use."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -24,15 +24,14 @@ from hwnas.spaces.memnas_cells import (
     normalise_block,
     trim_candidates,
 )
+from hwnas.threads import torch_threads
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """Small networks on a shared CPU: one torch thread, as the searchers use."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-import torch
 
 from hwnas.arch import Arch
 from hwnas.errors import ConfigError
@@ -40,6 +39,7 @@ from hwnas.searchers import SEARCHERS, create_searcher, list_searchers, searcher
 from hwnas.searchers.base import Candidate, Record
 from hwnas.spaces import get_space
 from hwnas.spaces.base import SearchSpace
+from hwnas.threads import torch_threads
 
 #: The space a searcher works on, when it is not the generic nb201.
 SPACE_OF = {"memnas": "memnas-cells", "autoslim": "mobilenetv2-channels"}
@@ -142,10 +142,9 @@ def _records(space: SearchSpace, obj: Objective, cands: list[Candidate], step: i
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+    """Small networks on a shared CPU: one torch thread, as the searchers use."""
+    with torch_threads(1):
+        yield
 
 
 # ---- settings -----------------------------------------------------------------------------
