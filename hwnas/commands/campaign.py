@@ -50,7 +50,7 @@ def run_sample(args) -> int:
     if args.n < 1:
         raise ConfigError(f"-n must be >= 1, got {args.n}")
     if getattr(args, "ray", None) is not None:  # --ray: every --device at once, on Ray
-        from hwnas.distributed.cli import sample_on_ray
+        from hwnas.commands._ray import sample_on_ray
 
         return sample_on_ray(args, space, settings_from_args(args), _print_summary)
     DEVICES.factory(args.device)  # an unknown device fails before anything is exported
