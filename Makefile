@@ -34,9 +34,12 @@ lint: $(VENV)/.full
 	$(BIN)/ruff check hwnas tests benchmarks
 	$(BIN)/ruff format --check hwnas tests benchmarks
 
+# pytest-benchmark: our own code's speed (bench_speed.py) and the zoo's latency through the
+# hwnas_latency fixture (bench_latency.py); saved in .benchmarks/ as baselines for
+# --benchmark-compare. The scripts printing tables against targets are run by hand (README).
 bench: $(VENV)/.full
-	$(BIN)/python benchmarks/harness_overhead.py
-	$(BIN)/python benchmarks/repeatability.py
+	$(BIN)/pytest benchmarks/bench_speed.py benchmarks/bench_latency.py --benchmark-only \
+		--benchmark-autosave --benchmark-save-data
 
 clean:
 	rm -rf $(VENV) *.egg-info .benchmarks hwnas-demo.db* flops_vs_latency.png

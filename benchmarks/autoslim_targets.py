@@ -49,8 +49,8 @@ def main() -> None:
     from hwnas.objectives import Objective
     from hwnas.profilers.latency import MeasureSettings
     from hwnas.searchers import SearchLog, create_searcher
-    from hwnas.searchers._slimmable import mobilenetv2_macs
     from hwnas.searchers.autoslim import uniform_channels_for_flops
+    from hwnas.searchers.slimmable import mobilenetv2_macs
     from hwnas.spaces import get_space
     from hwnas.store import Store
 

@@ -6,7 +6,10 @@ cache so every export is really paid for:
 
 * ``seq``  - export in the campaign process between measurements (``--export-workers 0``);
 * ``pool`` - one export worker pinned to the core(s) the measurement does not use,
-  exporting the next architecture while the current one is timed (``--export-workers 1``).
+  exporting the next architecture while the current one is timed (``--export-mode pinned``);
+* ``phase`` - a pool on every core exports a batch, then the batch is timed with the
+  pool idle (``--export-mode phase``, the default on machines with < 2 spare cores);
+  exports are checked against torch on a sample (``--verify-export sample``, the default).
 
 Prints, per mode: wall time, architectures per minute, the share of wall time
 outside the timed runs (target <= 25%) and where that time went. Both modes
@@ -17,6 +20,7 @@ which is the cost of hiding the export.
 Usage::
 
     .venv/bin/python benchmarks/campaign_overhead.py --n 100 --input-size 128 --modes pool,seq [--exporter torchscript]
+    .venv/bin/python benchmarks/campaign_overhead.py --n 300 --input-size 128 --modes phase,seq --exporter torchscript
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from hwnas.store import Store
 
 def run_mode(mode: str, args, workdir: Path) -> tuple[object, dict[str, float]]:
     space = get_space("mnasnet", input_size=args.input_size)
-    n = args.n if mode == "pool" or args.seq_n is None else args.seq_n
+    n = args.n if mode != "seq" or args.seq_n is None else args.seq_n
     tag = "" if args.exporter == "dynamo" else f"_{args.exporter}"
     db = workdir / f"overhead_{mode}{tag}.db"
     for suffix in ("", "-wal", "-shm"):
@@ -71,7 +75,9 @@ def run_mode(mode: str, args, workdir: Path) -> tuple[object, dict[str, float]]:
                 store,
                 seed=args.seed,
                 settings=settings,
-                export_workers=1 if mode == "pool" else 0,
+                export_workers={"pool": 1, "phase": len(os.sched_getaffinity(0))}.get(mode, 0),
+                export_mode={"pool": "pinned", "phase": "phase"}.get(mode, "inline"),
+                verify_export="sample" if mode == "phase" else "all",
                 cache_dir=cache,
                 discard_artifacts=True,
                 progress=tick,
@@ -91,7 +97,9 @@ def main() -> int:
         "--seq-n", type=int, default=None, help="architectures of the seq mode (default --n)"
     )
     ap.add_argument("--input-size", type=int, default=128, help="mnasnet input size (default 128)")
-    ap.add_argument("--modes", default="pool,seq", help="comma-separated: pool, seq (default both)")
+    ap.add_argument(
+        "--modes", default="pool,seq", help="comma-separated: pool, phase, seq (default pool,seq)"
+    )
     ap.add_argument(
         "--budget", type=float, default=None, help="seconds of timed runs per arch (default 10)"
     )
@@ -126,8 +134,8 @@ def main() -> int:
     )
     results = {}
     for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
-        if mode not in ("pool", "seq"):
-            ap.error(f"unknown mode {mode!r}; use pool or seq")
+        if mode not in ("pool", "phase", "seq"):
+            ap.error(f"unknown mode {mode!r}; use pool, phase or seq")
         results[mode] = run_mode(mode, args, workdir)
 
     head = (

@@ -9,7 +9,8 @@ the controller's predictions against the realised rewards of the evaluated
 candidates, and the chosen network with its accuracy and memories.
 
     .venv/bin/python benchmarks/memnas_rounds.py [--lambdas 0.5,0.8] [--rounds 3] [--top-k 3]
-        [--explore 1] [--proxy-epochs 3] [--keep-base] [--db /tmp/hwnas_memnas.db]
+        [--explore 1] [--proxy-epochs 3] [--keep-base] [--grow full|last]
+        [--memory-weights paper|code] [--db /tmp/hwnas_memnas.db]
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ def main() -> None:
     ap.add_argument(
         "--keep-base", action="store_true", help="keep the base when no candidate beats it"
     )
+    ap.add_argument(
+        "--grow", default="full", help="full (MemNAS' grow step) or last (earlier runs)"
+    )
+    ap.add_argument(
+        "--memory-weights", default="paper", help="paper (1/1) or code (0.7/0.3, released code)"
+    )
     args = ap.parse_args()
 
     import torch
@@ -42,7 +49,7 @@ def main() -> None:
     from hwnas.evaluators.proxy import ProxyEvaluator, ProxySettings
     from hwnas.objectives import MemoryEstimator, Objective
     from hwnas.searchers import SearchLog, create_searcher
-    from hwnas.searchers._memnas_space import MemNASSpace
+    from hwnas.spaces.memnas_cells import MemNASSpace
     from hwnas.store import Store
 
     torch.set_num_threads(1)
@@ -61,6 +68,8 @@ def main() -> None:
                 f"top_k={args.top_k}",
                 f"explore={args.explore}",
                 f"keep_base={args.keep_base}",
+                f"grow={args.grow}",
+                f"memory_weights={args.memory_weights}",
             ],
         )
         hist = searcher.run(space, objective, budget=1000, seed=args.seed, log=log)

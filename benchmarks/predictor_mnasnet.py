@@ -103,6 +103,11 @@ def main() -> int:
         print(f"{n:<14}" + "".join(f"{c:>17}" for c in cells) + f"{np.mean(secs[n]):>9.1f}")
     if not have_flops:
         print("(flops-linear skipped: the store has no FLOPs for some architectures)")
+    from hwnas.store.quality import ceiling_line  # the data's own agreement, side by side
+
+    print(
+        ceiling_line(str(args.db), args.device) or "(no noise ceiling stored: hwnas repeatability)"
+    )
     if args.json:
         args.json.write_text(
             json.dumps({n: [m.to_dict() for m in res[n]] for n in names}, indent=1)

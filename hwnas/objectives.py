@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hwnas.errors import ConfigError, DeviceError, PredictorError
+from hwnas.errors import ConfigError, PredictorError
 
 if TYPE_CHECKING:
     from hwnas.arch import Arch
@@ -352,19 +352,13 @@ class DeviceLatency(LatencySource):
                 self._cache[key] = ms
 
     def _measure(self, space: SearchSpace, arch: Arch) -> float:
-        import torch
-
+        from hwnas.campaigns.step import export_source
         from hwnas.devices.isolated import MeasurementFailed
-        from hwnas.export import to_onnx
+        from hwnas.source import ModelSource
 
-        torch.manual_seed(0)  # same weights -> same fingerprint -> cached export
-        module = space.build(arch)
-        art = to_onnx(
-            module,
-            space.input_shape,
-            label=arch.id,
-            source={"kind": "space", "space": space.name, "choices": list(arch.choices)},
-        )
+        # seed 0: same weights -> same fingerprint -> cached export; the source
+        # carries classes and input size, so cpu-torch rebuilds this very network
+        art = export_source(ModelSource.of_space(space, arch), space=space, label=arch.id)
         if self.store is not None:
             self.store.add_arch(arch, label=space.format(arch))
             self.store.add_artifact(art, arch.id)
@@ -392,10 +386,7 @@ class DeviceLatency(LatencySource):
             if key in self._cache:
                 out.append((self._cache[key], f"device:{self.device_name} (cached)"))
                 continue
-            try:
-                ms = self._measure(space, a)
-            except DeviceError:
-                raise
+            ms = self._measure(space, a)
             self._cache[key] = ms
             out.append((ms, f"device:{self.device_name}"))
         return out
@@ -487,6 +478,7 @@ class MemoryEstimator:
 
         from hwnas.export import to_onnx
         from hwnas.profilers.memory import estimate
+        from hwnas.source import ModelSource
         from hwnas.store.sqlite import shape_key
 
         shape = shape_key(space.input_shape)
@@ -503,7 +495,7 @@ class MemoryEstimator:
             space.input_shape,
             label=arch.id,
             check=False,
-            source={"kind": "space", "space": space.name, "choices": list(arch.choices)},
+            source=ModelSource.of_space(space, arch).to_dict(),
         )
         rep = estimate(art.path)
         value = (int(rep.peak_activation_bytes), int(rep.param_bytes))
@@ -600,6 +592,9 @@ class Objective:
         self.memory_metric = memory_metric
         self.memnas_lambda = memnas_lambda
         self.memnas_base = memnas_base
+        # (activation, parameter) weights of the MemNAS term: the paper's 1/1 unless
+        # the memnas searcher's memory_weights=code asks for the released code's 0.7/0.3
+        self.memnas_weights: tuple[float, float] = (1.0, 1.0)
         self._cache: dict[tuple[str, str], Terms] = {}
 
     # ---- configuration ------------------------------------------------------------
@@ -664,6 +659,7 @@ class Objective:
                 ),
                 MemoryTerms(*self.memnas_base),
                 self.memnas_lambda,
+                self.memnas_weights,
             )
         terms.reward = self._reward(terms)
         return terms

@@ -16,6 +16,10 @@ def _artifact_cache(tmp_path_factory):
     """Exports go to a per-session cache, never the user's ~/.cache."""
     old = os.environ.get("HWNAS_CACHE")
     os.environ["HWNAS_CACHE"] = str(tmp_path_factory.mktemp("hwnas-cache"))
+    # The shared test machine is never quiet: CLI tests record interference instead of
+    # waiting for it, and skip the canary unless a test asks for one (tests/test_canary.py).
+    os.environ.setdefault("HWNAS_INTERFERENCE", "warn")
+    os.environ.setdefault("HWNAS_CANARY", "none")
     yield
     if old is None:
         os.environ.pop("HWNAS_CACHE", None)

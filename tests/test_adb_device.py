@@ -276,3 +276,32 @@ def test_retry_lost_backs_off_and_gives_up():
     with pytest.raises(DeviceError, match="unauthorized"):
         retry_lost(needs_a_person, retries=3, backoff_s=0.1, sleep=waits.append)
     assert calls == [0]  # not retried: retrying cannot fix it
+
+
+def test_remote_devices_share_one_retry_loop():
+    """adb and ssh both measure through measure_with_retries: a warning per retry, then one
+    DeviceError naming the device, what happened and the fix."""
+    from hwnas.devices.transport import TransportLost, measure_with_retries
+
+    waits: list[float] = []
+
+    def lost(attempt: int) -> str:
+        raise TransportLost(f"gone {attempt}")
+
+    with (
+        pytest.warns(RuntimeWarning) as rec,
+        pytest.raises(DeviceError, match=r"^board unreachable after 2 retries \(gone 2\); plug"),
+    ):
+        measure_with_retries(
+            "board", lost, retries=2, backoff_s=1.0, lost="unreachable", fix="plug it in",
+            sleep=waits.append,
+        )  # fmt: skip
+    assert [str(w.message) for w in rec] == [
+        "board: gone 0; retrying in 1 s (attempt 2 of 3)",
+        "board: gone 1; retrying in 2 s (attempt 3 of 3)",
+    ]
+    assert waits == [1.0, 2.0]
+    ok = measure_with_retries(
+        "board", lambda a: "ok", retries=2, backoff_s=1.0, lost="x", fix="y", sleep=waits.append
+    )
+    assert ok == "ok" and waits == [1.0, 2.0]

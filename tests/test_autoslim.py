@@ -19,7 +19,8 @@ from hwnas.models.slimmable import SlimmableMobileNetV2
 from hwnas.objectives import LatencySource, MemoryEstimator, Objective
 from hwnas.profilers.flops import count
 from hwnas.searchers import create_searcher
-from hwnas.searchers._slimmable import (
+from hwnas.searchers.autoslim import parse_flops, uniform_channels_for_flops
+from hwnas.searchers.slimmable import (
     ChannelGrid,
     SlimTrainSettings,
     evaluate_width,
@@ -27,17 +28,15 @@ from hwnas.searchers._slimmable import (
     recalibrate_bn,
     train_slimmable,
 )
-from hwnas.searchers.autoslim import parse_flops, uniform_channels_for_flops
 from hwnas.spaces import get_space
+from hwnas.threads import torch_threads
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """Small networks on a shared CPU: one torch thread, as the searchers use."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +97,7 @@ def test_bn_recalibration_is_the_average_of_the_batches(space):
 
 
 def test_sandwich_rule_and_inplace_distillation(space, monkeypatch):
-    import hwnas.searchers._slimmable as slim
+    import hwnas.searchers.slimmable as slim
 
     grid = ChannelGrid(space, 1)
     data = load_images("digits", 32, max_samples=160, seed=0)
@@ -188,6 +187,10 @@ def test_autoslim_search_meets_targets_in_order(space):
     )
     hist = searcher.run(space, obj, budget=10, seed=0)
     final = hist.final
+    # 120 digits, 15 % held out: fewer than the paper's 2,000, so all training images, said so
+    bn = final["bn_calibration"]
+    assert 90 <= bn["images"] < 120 and bn["requested"] == 2000 and bn["note"].startswith("all")
+    assert bn["batches"] == -(-bn["images"] // 32)
     path = final["path"]
     flops = [p["flops"] for p in path]
     assert all(a > b for a, b in zip(flops, flops[1:], strict=False))  # every step slims

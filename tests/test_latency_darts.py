@@ -13,12 +13,12 @@ from hwnas.evaluators import create_evaluator
 from hwnas.objectives import Objective, TableLatency
 from hwnas.predictors.mlp import MLPPredictor
 from hwnas.searchers import create_searcher
-from hwnas.searchers._supernet import DartsSupernet
 from hwnas.searchers.latency_darts import (
     DartsSearch,
     LatencyDartsSettings,
     resolve_latency_module,
 )
+from hwnas.searchers.supernet import DartsSupernet
 from hwnas.spaces import get_space
 from hwnas.spaces.nb201 import OPS
 

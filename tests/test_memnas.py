@@ -10,13 +10,13 @@ import onnx
 import pytest
 import torch
 
-from hwnas.errors import ConfigError
+from hwnas.errors import ConfigError, SpaceError
 from hwnas.evaluators.base import AccuracyEvaluator
 from hwnas.objectives import MemoryEstimator, Objective
-from hwnas.profilers.memory import estimate
+from hwnas.profilers.memory import MEMNAS_WEIGHTS, MemoryTerms, estimate, memory_efficiency
 from hwnas.searchers import create_searcher
-from hwnas.searchers._memnas_controller import RankingTrainer, controller_loss, kendall_tau
-from hwnas.searchers._memnas_space import (
+from hwnas.searchers.memnas_controller import RankingTrainer, controller_loss, kendall_tau
+from hwnas.spaces.memnas_cells import (
     Cell,
     MemNASSpace,
     grow_candidates,
@@ -24,15 +24,14 @@ from hwnas.searchers._memnas_space import (
     normalise_block,
     trim_candidates,
 )
+from hwnas.threads import torch_threads
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """Small networks on a shared CPU: one torch thread, as the searchers use."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +59,9 @@ def test_canonical_form_drops_orphans_and_orders_edges(space):
     assert space.format(c) == "- / conv1x1@0;conv3x3@1* / conv3x3@0*"
 
 
-def test_grow_adds_the_same_cell_to_every_block(space):
+def test_grow_last_adds_the_same_cell_to_every_block(space):
     base = space.network(space.default_base())
-    grown = grow_candidates(base, space.max_cells)
+    grown = grow_candidates(base, space.max_cells, mode="last")
     assert len(grown) == len({net for net, _ in grown}) > 10
     for net, move in grown:
         assert move.kind == "grow"
@@ -71,6 +70,35 @@ def test_grow_adds_the_same_cell_to_every_block(space):
         assert [c.out for c in net[0]] == [False, True]  # the new cell is the block's output
     full = space.network(space.parse(" / ".join(["conv3x3@0;conv3x3@1;conv3x3@2;conv3x3@3*"] * 3)))
     assert grow_candidates(full, space.max_cells) == []
+    assert grow_candidates(full, space.max_cells, mode="last") == []
+    with pytest.raises(SpaceError, match="grow mode"):
+        grow_candidates(base, space.max_cells, mode="some")
+
+
+def test_grow_enumerates_every_position_layer_and_connection(space):
+    """MemNAS' grow step: inputs r0 or r1 (2 positions) x 5 layers per edge, one edge or an
+    unordered pair (10 + 55 = 65 cells), joining the output in place of what it reads or beside
+    it; the 20 cells that read only r0 replace nothing, so both connections coincide:
+    65 * 2 - 20 = 110 distinct networks."""
+    base = space.network(space.default_base())
+    grown = grow_candidates(base, space.max_cells)
+    nets = {net for net, _ in grown}
+    assert len(grown) == len(nets) == 110
+    assert nets >= {net for net, _ in grow_candidates(base, space.max_cells, mode="last")}
+    for net, _ in grown:
+        assert len({b for b in net}) == 1 and all(len(b) == 2 for b in net)
+        assert net[0][1].out  # the new cell always feeds the block output
+    cells = {net[0][1] for net in nets}
+    for pos in (0, 1):
+        for op in space.ops:
+            assert Cell(pos, op, None, space.ops[0], True) in cells
+    # both connection methods: the old output cell kept beside the new one, or replaced
+    outs = {tuple(c.out for c in net[0]) for net in nets if net[0][1].in1 == 1}
+    assert outs == {(True, True), (False, True)}
+    # a deeper block: a new cell may read any earlier representation, clamped per block
+    deep = space.network(space.parse("conv3x3@0;conv1x1@1* / conv3x3@0* / conv1x1@0*"))
+    reads = {(net[0][-1].in1, net[1][-1].in1) for net, _ in grow_candidates(deep, space.max_cells)}
+    assert {(0, 0), (1, 1), (2, 1)} <= reads  # position 2 exists in block 0 only
 
 
 def test_trim_changes_one_block_only(space):
@@ -201,6 +229,7 @@ def test_memnas_rounds(space):
         )
         assert entry["param_bytes"] > 0 and entry["peak_activation_bytes"] > 0
         assert [r.info["pick"] for r in recs] == ["top-k", "top-k", "explore"]
+    assert hist.final["memory_weights"] == [1.0, 1.0] and hist.final["grow"] == "full"
     # round 1 rewards are ratios to the starting network's terms
     r1 = hist.records[1].terms
     expect = 0.5 * r1.accuracy / base_terms.accuracy - 0.5 * (
@@ -222,6 +251,37 @@ def test_memnas_refuses_other_spaces():
         create_searcher("memnas").run(get_space("nb201"), obj, budget=3)
     with pytest.raises(ConfigError):
         create_searcher("memnas", ["lam=1.5"])
+    with pytest.raises(ConfigError, match="memory_weights"):
+        create_searcher("memnas", ["memory_weights=half"])
+    with pytest.raises(ConfigError, match="grow"):
+        create_searcher("memnas", ["grow=all"])
+
+
+def test_released_code_weights_activations_07_and_params_03():
+    base = MemoryTerms(80.0, 1000.0, 400.0)
+    cand = MemoryTerms(88.0, 500.0, 800.0)
+    paper = memory_efficiency(cand, base, 0.5)
+    code = memory_efficiency(cand, base, 0.5, MEMNAS_WEIGHTS["code"])
+    assert paper == pytest.approx(0.5 * 1.1 - 0.5 * (0.5 + 2.0))
+    assert code == pytest.approx(0.5 * 1.1 - 0.5 * (0.7 * 0.5 + 0.3 * 2.0))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_memnas_search_uses_the_chosen_weights(space):
+    obj = Objective(LayerCountAccuracy(), memory=FastExportMemory(), reward="memnas")
+    searcher = create_searcher(
+        "memnas",
+        ["rounds=1", "top_k=1", "explore=0", "memory_weights=code", "grow=last"],
+    )
+    hist = searcher.run(space, obj, budget=10, seed=0)
+    assert hist.final["memory_weights"] == [0.7, 0.3] and hist.final["grow"] == "last"
+    b, r = hist.records[0].terms, hist.records[1].terms
+    expect = 0.5 * r.accuracy / b.accuracy - 0.5 * (
+        0.7 * r.peak_activation_bytes / b.peak_activation_bytes
+        + 0.3 * r.param_bytes / b.param_bytes
+    )
+    assert r.memnas == pytest.approx(expect)
+    assert hist.final["rounds"][0]["base_reward"] == pytest.approx(0.5 - 0.5 * 1.0)
 
 
 class ConstantAccuracy(LayerCountAccuracy):

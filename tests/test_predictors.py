@@ -241,8 +241,8 @@ def test_option_count_matrix(nb201):
     np.testing.assert_array_equal(nb201.encode(a) @ M, [2, 1, 0, 2, 1])
     mn = get_space("mnasnet")
     Mm = option_count_matrix(mn)
-    # op(4) kernel(2) se(2) skip(2) filters(3) layers(3), each counted over the 7 blocks
-    assert Mm.shape == (mn.encoding_length, 16)
+    # op(4) kernel(2) se(2) skip(3) filters(3) layers(3), each counted over the 7 blocks
+    assert Mm.shape == (mn.encoding_length, 17)
     counts = mn.encode(mn.sample(np.random.default_rng(0))) @ Mm
     np.testing.assert_array_equal(counts.reshape(-1)[[0, 1, 2, 3]].sum(), 7)
 

@@ -302,8 +302,9 @@ def mnas():
 
 def test_mnasnet_space_shape(mnas):
     assert len(mnas.decisions()) == 42
-    assert mnas.size() == (4 * 2 * 2 * 2 * 3 * 3) ** 7
-    assert mnas.encoding_length == 7 * 16
+    # the paper's per-block sub-space: 4 ops x 2 kernels x 2 SE x 3 skips x 3 widths x 3 depths
+    assert mnas.size() == 432**7 == (4 * 2 * 2 * 3 * 3 * 3) ** 7
+    assert mnas.encoding_length == 7 * 17
     assert mnas.input_shape == (1, 3, 224, 224)
     assert get_space("mnasnet", input_size=128).input_shape == (1, 3, 128, 128)
     with pytest.raises(SpaceError, match="32"):
@@ -343,6 +344,33 @@ def test_mnasnet_decisions_shape_the_network(mnas):
     assert not any(m.use_residual for m in stage3)
     with torch.no_grad():
         assert net.eval()(torch.randn(1, 3, 96, 96)).shape == (1, 1000)
+
+
+def test_mnasnet_pooling_skip_wraps_every_layer_of_its_blocks(mnas):
+    from hwnas.spaces.mnasnet import PoolSkip
+
+    blocks = ["mbconv6_k3_se0_id_f1.0_l+0"] * 7
+    blocks[0] = "dwconv_k3_se0_pool_f1.0_l+0"  # 32 -> 16 channels: the shortcut is cut
+    blocks[1] = "mbconv3_k5_se0_pool_f1.0_l+0"  # 16 -> 24, stride 2: padded and pooled
+    arch = mnas.parse("|".join(blocks))
+    assert mnas.format(arch) == "|".join(blocks)
+    assert mnas.skips(arch)[:3] == ("pool", "pool", "id")
+    net = mnas.build(arch)
+    layers = list(net.blocks)
+    assert [isinstance(m, PoolSkip) for m in layers[:4]] == [True, True, True, False]
+    assert [m.pool.stride for m in layers[:3]] == [1, 2, 1]
+    # a pooling skip holds no weights: the same network without it has as many
+    plain = mnas.parse("|".join(b.replace("_pool_", "_noskip_") for b in blocks))
+    assert count_params(net) == count_params(mnas.build(plain))
+    with torch.no_grad():
+        for size in (96, 99):  # odd sizes too: the pool strides like the layer
+            assert net.eval()(torch.randn(1, 3, size, size)).shape == (1, 1000)
+    # the shortcut is what the docstring says: layer(x) + avgpool(x), cut to 16 channels
+    first = layers[0].eval()
+    x = torch.randn(1, 32, 12, 12)
+    pool = torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False)[:, :16]
+    with torch.no_grad():
+        assert torch.allclose(first(x), first.layer(x) + pool)
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,10 @@ moves the latencies before anyone relies on it. On a 2-core machine shared
 with other work it did not pay: throughput stayed the same (the one pinned
 exporter is slower than torch exporting on both cores between measurements)
 and the medians measured beside a running export were about 3x those measured
-alone, hence ``export_workers=0`` by default. Use a pool on machines with
-idle cores to spare.
+alone. Hence :func:`plan_export`: on such machines the pool works in *phases*
+(export a batch on every core, then time the batch while the workers sit
+idle), and pins exporters beside the timing only when at least two cores are
+spare. :func:`verify_this` checks exports against torch on a sample.
 
 The workers use the ``spawn`` start method (forking a process whose torch/ORT
 thread pools are running is unsafe), ignore Ctrl-C (the campaign decides when
@@ -72,8 +74,11 @@ def _export_worker(
             return
         if arch is None:
             return
+        overrides: dict = {}
+        if isinstance(arch, tuple):  # (arch, per-job options such as check=False)
+            arch, overrides = arch
         try:
-            prepared = prepare_arch(space, arch, **options)
+            prepared = prepare_arch(space, arch, **{**options, **overrides})
         except Exception as exc:  # a bug in preparation must not kill the pool
             prepared = Prepared(
                 arch=arch,
@@ -140,7 +145,7 @@ class ExportPool:
         self.job_timeout_s = job_timeout_s
         self._ctx = mp.get_context("spawn")
         self._workers = [self._spawn() for _ in range(workers)]
-        self._queue: deque[Arch] = deque()
+        self._queue: deque[Arch | tuple[Arch, dict]] = deque()
         self._done: deque[Prepared] = deque()
         self._deaths = 0
 
@@ -152,17 +157,18 @@ class ExportPool:
         """Architectures submitted and not yet returned by :meth:`next_result`."""
         return len(self._queue) + len(self._done) + sum(w.job is not None for w in self._workers)
 
-    def submit(self, arch: Arch) -> None:
-        self._queue.append(arch)
+    def submit(self, arch: Arch, **overrides: Any) -> None:
+        """Queue ``arch``; ``overrides`` replace pool options for this job (``check=False``)."""
+        self._queue.append((arch, overrides) if overrides else arch)
         self._dispatch()
 
     def _dispatch(self) -> None:
         for w in self._workers:
             if w.job is None and self._queue:
-                arch = self._queue.popleft()
-                w.job, w.since = arch, time.monotonic()
+                job = self._queue.popleft()
+                w.job, w.since = job[0] if isinstance(job, tuple) else job, time.monotonic()
                 try:
-                    w.conn.send(arch)
+                    w.conn.send(job)
                 except (BrokenPipeError, OSError):
                     self._replace(w, "the export worker died before taking the job")
 
@@ -239,3 +245,68 @@ class ExportPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ---- which exports are checked against torch ------------------------------------------
+
+VERIFY_MODES = ("sample", "all", "none")
+
+
+def verify_this(arch: Arch, mode: str, index: int, every: int = 10) -> bool:
+    """Whether ``arch``'s export is compared with torch under ``--verify-export mode``.
+
+    ``sample`` checks the first architecture of a run and one in ``every``
+    (chosen by the architecture id, so a resumed run checks the same ones):
+    the check re-runs the model in torch and in ONNX Runtime, about a third
+    of a torchscript export's time, and an exporter bug shows on many archs
+    at once, not on one in a thousand.
+    """
+    if mode == "all":
+        return True
+    if mode == "none":
+        return False
+    return index == 0 or int(arch.id[:8], 16) % every == 0
+
+
+# ---- export placement: never beside a timed run on a shared core ----------------------
+
+EXPORT_MODES = ("auto", "inline", "phase", "pinned")
+
+
+def plan_export(mode: str, workers: int | None, threads: int, todo: int) -> tuple[str, int, str]:
+    """(mode, workers, why) for a campaign of ``todo`` architectures timed on ``threads`` cores.
+
+    * ``inline``: export in this process between measurements (nothing of ours
+      runs while timing, one core exports).
+    * ``phase``: a pool on *all* cores exports a batch, then the batch is
+      timed while the workers sit idle: the export uses every core and never
+      overlaps a timed run.
+    * ``pinned``: workers on the cores the measurement does not use export
+      ahead while it times; chosen only when at least ``max(2, threads)``
+      cores are spare, since the one spare core of a 2-core machine shares
+      caches and memory bandwidth with the timed one (medians 3x, measured).
+    """
+    cores = len(usable_cores())
+    spare = cores - threads
+    if mode == "auto":
+        if workers == 0 or todo < 2 * max(1, cores):
+            mode = "inline"
+        elif spare >= max(2, threads):
+            mode = "pinned"
+        else:
+            mode = "phase"
+        why = f"auto on {cores} cores, {threads} timed"
+    else:
+        why = f"--export-mode {mode}"
+    if mode == "pinned" and spare < 1:
+        return "phase", workers or cores, why + "; no spare core to pin exporters to: phase instead"
+    if mode == "inline":
+        return "inline", 0, why
+    if mode == "phase":
+        return "phase", workers or cores, why
+    return "pinned", workers or spare, why
+
+
+def phase_batches(todo: list[Arch], batch: int) -> list[list[Arch]]:
+    """``todo`` cut into export phases of ``batch`` architectures."""
+    return [todo[i : i + batch] for i in range(0, len(todo), max(1, batch))]

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from hwnas.arch import Arch
-from hwnas.campaigns.pool import ExportPool, split_cores
+from hwnas.campaigns.pool import ExportPool, plan_export, split_cores, verify_this
 from hwnas.campaigns.step import (
     ArchResult,
     MeasuringDevice,
@@ -154,6 +154,7 @@ class CampaignSummary:
     wall_s: float = 0.0
     interrupted: bool = False
     notes: list[str] = field(default_factory=list)
+    repeatability: dict[str, Any] | None = None
 
     @property
     def processed(self) -> int:
@@ -198,6 +199,7 @@ class CampaignSummary:
             "failure_kinds": self.failure_kinds(),
             "failures": [{"arch_id": a, "kind": k, "reason": r} for a, k, r in self.failures],
             "notes": self.notes,
+            "repeatability": self.repeatability,
             "results": self.results,
         }
 
@@ -244,6 +246,11 @@ def run_campaign(
     exporter: str = "dynamo",
     retry_after_s: float | None = DEFAULT_RETRY_AFTER_S,
     claim_ttl_s: float | None = None,
+    export_mode: str = "auto",
+    verify_export: str | None = None,
+    canary: Any = None,
+    repeat_n: int = 0,
+    log: Callable[[str], None] | None = None,
 ) -> CampaignSummary:
     """Measure ``n`` distinct architectures of ``space`` on ``device`` into ``store``.
 
@@ -284,12 +291,20 @@ def run_campaign(
             architectures skipped), e.g. to size a progress bar.
         exporter: ``dynamo`` (default) or ``torchscript``, about 9x faster to
             export (see :func:`hwnas.export.to_onnx`).
+        export_mode: ``auto``/``inline``/``phase``/``pinned`` with ``export_workers``
+            > 0 (see :func:`hwnas.campaigns.pool.plan_export`); ``export_workers=0``
+            is always inline.
+        verify_export: ``sample``/``all``/``none``; ``None`` follows ``check``.
+        canary: :class:`~hwnas.campaigns.canary.CanarySettings` (``None``: no canary
+            and no re-measurement of flagged rows).
+        repeat_n: re-measure this many random rows at the end (noise ceiling).
+        log: live messages (canary drift, re-measurements).
 
     Returns:
         a :class:`CampaignSummary`; after Ctrl-C it has ``interrupted=True``
         and holds everything done until then (all of it already stored).
     """
-    if export_workers < 0:
+    if export_workers is not None and export_workers < 0:
         raise ConfigError(f"--export-workers must be >= 0, got {export_workers}")
     settings = settings or MeasureSettings()
     name = device_name or getattr(device, "name", "")
@@ -379,6 +394,12 @@ def run_campaign(
         "exporter": exporter,
     }
     device_recorded = False
+    verify = verify_export or ("all" if check else "none")
+    monitor = None
+    if canary is not None:
+        from hwnas.campaigns.canary import make_monitor
+
+        monitor = make_monitor(store, device, canary, space, options, settings, name, campaign, log)
 
     def handle(prepared: Prepared) -> None:
         nonlocal device_recorded
@@ -405,24 +426,61 @@ def run_campaign(
         if discard_artifacts and result.artifact is not None:
             with contextlib.suppress(OSError):
                 os.unlink(result.artifact.path)
-        tick(1, _status(result))
+        tick(1, _status(result) + (f", {monitor.status()}" if monitor and monitor.status() else ""))
+        if monitor is not None and result.ok:  # may run the canary and re-measure flagged rows
+            monitor.after_arch(result.measurement)
 
-    split = split_cores(_device_threads(device)) if export_workers and pin_cores else None
-    if export_workers and pin_cores and split is None:
-        summary.notes.append(
-            "no core is free beside the measurement's threads: exports share its cores and "
-            "perturb the timings; use --export-workers 0 on this machine"
-        )
+    mode, export_workers, why = plan_export(
+        export_mode, export_workers, _device_threads(device), len(todo)
+    )
+    summary.export_workers = export_workers
+    summary.notes.append(
+        f"export: {mode}"
+        + (f" ({export_workers} workers)" if export_workers else "")
+        + f", {why}; exports checked against torch: {verify}"
+    )
+    split = split_cores(_device_threads(device)) if mode == "pinned" and pin_cores else None
     pool: ExportPool | None = None
     try:
+        if monitor is not None and (todo or monitor.has_pending()):
+            monitor.start()
         if not todo:
             pass
-        elif export_workers == 0:
+        elif mode == "inline":
+            i = 0
             while (arch := next_arch(block=True)) is not None:
                 t0 = time.perf_counter()
-                prepared = prepare_arch(space, arch, **options)
+                prepared = prepare_arch(
+                    space, arch, **{**options, "check": verify_this(arch, verify, i)}
+                )
+                i += 1
                 summary.timings["export_wait"] += time.perf_counter() - t0
                 handle(prepared)
+        elif mode == "phase":  # export a batch on every core, then time it with the pool idle
+            pool = ExportPool(
+                space,
+                min(export_workers, len(todo)),
+                job_timeout_s=max(900.0, settings.timeout_s),
+                **options,
+            )
+            i = 0
+            while True:  # batches of architectures this process holds the claims of
+                batch: list[Arch] = []
+                while len(batch) < max(1, 4 * export_workers):
+                    arch = next_arch(block=not batch)
+                    if arch is None:
+                        break
+                    batch.append(arch)
+                if not batch:
+                    break
+                t0 = time.perf_counter()
+                for arch in batch:
+                    pool.submit(arch, check=verify_this(arch, verify, i))
+                    i += 1
+                ready = [pool.next_result() for _ in batch]
+                summary.timings["export_wait"] += time.perf_counter() - t0
+                for prepared in ready:
+                    handle(prepared)
         else:
             with _pinned(split[0] if split else None):
                 pool = ExportPool(
@@ -432,14 +490,17 @@ def run_campaign(
                     job_timeout_s=max(900.0, settings.timeout_s),
                     **options,
                 )
+                n_sub = 0
 
                 def fill(block: bool) -> None:
                     # keep the workers exporting ahead while this process measures
+                    nonlocal n_sub
                     while pool.pending < export_workers:
                         arch = next_arch(block=block and not pool.pending)
                         if arch is None:
                             return
-                        pool.submit(arch)
+                        pool.submit(arch, check=verify_this(arch, verify, n_sub))
+                        n_sub += 1
 
                 fill(block=True)
                 while pool.pending:
@@ -450,6 +511,15 @@ def run_campaign(
                     handle(prepared)
                     if not pool.pending:
                         fill(block=True)
+        if monitor is not None and (todo or monitor.has_pending()):
+            monitor.finish()
+            summary.notes.append(monitor.note())
+        if repeat_n > 0 and not summary.interrupted:
+            from hwnas.campaigns.repeatability import campaign_repeatability
+
+            summary.repeatability = campaign_repeatability(
+                store, device, space, options, settings, name, campaign, repeat_n, seed, log
+            )
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:

@@ -131,15 +131,6 @@ class FillSummary:
     notes: list[str] = field(default_factory=list)
 
 
-def archs_missing_metrics(store: Any, space: str, device: str | None = None) -> list[Arch]:
-    """Architectures of ``space`` with a measurement (on ``device``) but no FLOPs in the store."""
-    seen: dict[str, Arch] = {}
-    for r in store.measurements(device=device, space=space):
-        if r.get("flops") is None and r["arch_id"] not in seen:
-            seen[r["arch_id"]] = Arch(r["space"], tuple(r["choices"]))
-    return list(seen.values())
-
-
 def fill_static_metrics(
     store: Any,
     space: SearchSpace,

@@ -27,6 +27,7 @@ from hwnas.arch import Arch
 from hwnas.errors import HwnasError
 from hwnas.export.artifact import Artifact
 from hwnas.profilers.latency import Measurement, MeasurementFailure, MeasureSettings
+from hwnas.source import ModelSource
 from hwnas.spaces.base import SearchSpace
 
 #: The metrics columns a campaign fills in the store, in reporting order.
@@ -126,16 +127,56 @@ def _with_root_cause(exc: BaseException) -> str:
     return text if root is exc else f"{text} [root cause: {_first_line(root)}]"
 
 
-def space_source(space: SearchSpace, arch: Arch, seed: int) -> dict[str, Any]:
-    """How to rebuild ``arch`` (``to_onnx(source=...)``), so ``cpu-torch`` can time it eagerly."""
-    return {
-        "kind": "space",
-        "space": space.name,
-        "choices": list(arch.choices),
-        "input_size": space.input_size,
-        "num_classes": space.num_classes,
-        "seed": seed,
-    }
+def export_module(
+    source: ModelSource,
+    module: Any,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    label: str = "",
+    cache_dir: str | Path | None = None,
+    check: bool = True,
+) -> Artifact:
+    """Export ``module`` (built from ``source``) to ONNX, recording ``source`` with it.
+
+    The one place an exported artifact gets its rebuild recipe: campaigns,
+    device-latency objectives and the predictors' encoders all come through
+    here (or :func:`export_source`), so ``cpu-torch`` always rebuilds the
+    network that was exported, with its classes and input size.
+    """
+    from hwnas.export import to_onnx
+
+    return to_onnx(
+        module,
+        input_shape if input_shape is not None else source.input_shape(),
+        label=label or source.name,
+        cache_dir=cache_dir,
+        check=check,
+        source=source.to_dict(),
+        exporter=source.exporter,
+    )
+
+
+def export_source(
+    source: ModelSource,
+    *,
+    space: SearchSpace | None = None,
+    label: str = "",
+    cache_dir: str | Path | None = None,
+    check: bool = True,
+) -> Artifact:
+    """Build ``source`` (seeded weights, caller's RNG untouched) and export it (cached).
+
+    Args:
+        space: the space instance to build with (see :meth:`ModelSource.build`).
+    """
+    return export_module(
+        source,
+        source.build(space),
+        input_shape=tuple(space.input_shape) if space is not None else None,
+        label=label,
+        cache_dir=cache_dir,
+        check=check,
+    )
 
 
 def static_metrics(path: str | Path) -> dict[str, Any]:
@@ -209,11 +250,8 @@ def prepare_arch(
         a :class:`Prepared`; on a build or export error, ``artifact`` is ``None``
         and ``failure`` holds the reason.
     """
-    import torch
-
-    from hwnas.export import to_onnx
-
     shape = tuple(int(s) for s in space.input_shape)
+    source = ModelSource.of_space(space, arch, seed=seed, exporter=exporter)
     try:
         label = space.format(arch)
     except HwnasError:
@@ -221,9 +259,7 @@ def prepare_arch(
     prep = Prepared(arch=arch, label=label, input_shape=shape)
     t0 = time.perf_counter()
     try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            module = space.build(arch)
+        module = source.build(space)
     except Exception as exc:  # a space that cannot build one of its archs: record it
         prep.timings["build"] = time.perf_counter() - t0
         prep.failure = MeasurementFailure(device_name, arch.id, "build", _first_line(exc))
@@ -231,14 +267,8 @@ def prepare_arch(
     t1 = time.perf_counter()
     prep.timings["build"] = t1 - t0
     try:
-        prep.artifact = to_onnx(
-            module,
-            shape,
-            label=arch.id,
-            cache_dir=cache_dir,
-            check=check,
-            source=space_source(space, arch, seed),
-            exporter=exporter,
+        prep.artifact = export_module(
+            source, module, input_shape=shape, label=arch.id, cache_dir=cache_dir, check=check
         )
     except Exception as exc:  # ExportError, or anything the exporter let through
         prep.failure = MeasurementFailure(device_name, arch.id, "export", _with_root_cause(exc))

@@ -66,7 +66,9 @@ def resolve_model(name: str, input_shape: str | None = None) -> ResolvedModel:
 
     torch.manual_seed(0)
     model = create_model(name)
-    art = to_onnx(model, shape, label=name, source={"kind": "zoo", "name": name})
+    from hwnas.source import ModelSource
+
+    art = to_onnx(model, shape, label=name, source=ModelSource.zoo(name).to_dict())
     return ResolvedModel(name, Arch("zoo", (name,)), art)
 
 

@@ -25,6 +25,17 @@ from hwnas.commands._common import (
     settings_from_args,
     table,
 )
+from hwnas.commands._trust import (
+    QualityView,
+    add_canary_options,
+    add_interference_options,
+    add_quality_read_options,
+    canary_from_args,
+    check_quality_read,
+    export_rows,
+    guard_device,
+    repeat_n,
+)
 from hwnas.errors import ConfigError
 from hwnas.export import EXPORTERS
 
@@ -47,7 +58,7 @@ def run_sample(args) -> int:
     if args.n < 1:
         raise ConfigError(f"-n must be >= 1, got {args.n}")
     if getattr(args, "ray", None) is not None:  # --ray: every --device at once, on Ray
-        from hwnas.distributed.cli import sample_on_ray
+        from hwnas.commands._ray import sample_on_ray
 
         return sample_on_ray(args, space, settings_from_args(args), _print_summary)
     DEVICES.factory(args.device)  # an unknown device fails before anything is exported
@@ -60,6 +71,9 @@ def run_sample(args) -> int:
         else create_device(args.device, **device_kwargs)
     )
     name = args.device_name or store_device_name(args.device, threads)
+    canary = canary_from_args(args)
+    log = err_console.print if not args.json else (lambda _m: None)
+    device = guard_device(args, device, args.device, threads, log)
     with open_store(args.db) as store:
         try:
             with progress(args.n, f"{space.name} on {name}", enabled=not args.json) as bar:
@@ -78,6 +92,11 @@ def run_sample(args) -> int:
                     discard_artifacts=args.discard_artifacts,
                     check=args.check,
                     exporter=args.exporter,
+                    export_mode=args.export_mode,
+                    verify_export=args.verify_export if args.check else "none",
+                    canary=canary,
+                    repeat_n=repeat_n(args),
+                    log=log,
                     progress=lambda n, status: bar.advance(n, status=status),
                     on_plan=lambda todo, skipped: bar.update(
                         total=todo,
@@ -162,6 +181,12 @@ def _print_summary(s, db: str) -> None:
         if len(s.failures) > 20:
             ft.caption = f"... and {len(s.failures) - 20} more (hwnas export --status failed)"
         console.print(ft)
+    if s.repeatability:
+        r = s.repeatability
+        console.print(
+            f"noise ceiling: {r['n']} archs re-measured in a new order agree +-5% {r['within5']:.1%}, "
+            f"+-10% {r['within10']:.1%}, Spearman {r['spearman']:.3f}"
+        )
     for note in s.notes:
         err_console.print(f"[yellow]note:[/] {note}")
 
@@ -226,9 +251,11 @@ def run_export(args) -> int:
         "campaign": args.campaign,
         "status": status,
     }
+    check_quality_read(args)
     with Store(db, readonly=True) as store:
-        n = (store.export_json if fmt_ == "json" else store.export_csv)(out, **filters)
-    console.print(f"wrote {n} measurements to {out} ({fmt_})")
+        view = QualityView(store, args.flagged, args.normalize)
+        n = export_rows(view, out, fmt_, filters)
+    console.print(f"wrote {n} measurements to {out} ({fmt_}); {view.note}")
     return 0
 
 
@@ -262,11 +289,27 @@ def register(sub) -> None:
     p.add_argument(
         "--export-workers",
         type=nonneg_int,
-        default=0,
-        help="processes exporting ahead on cores the measurement does not use (default 0: "
-        "export between measurements, nothing of ours runs while timing); worth it only with "
-        "idle spare cores (see benchmarks/campaign_overhead.py)",
+        default=None,
+        help="export processes (default: every core in phase mode, the spare cores in pinned "
+        "mode; 0 = export in this process between measurements)",
     )
+    p.add_argument(
+        "--export-mode",
+        choices=("auto", "inline", "phase", "pinned"),
+        default="auto",
+        help="phase: export a batch on all cores, then time it (nothing of ours runs while "
+        "timing); pinned: export on spare cores while timing; auto: pinned only with >= 2 "
+        "spare cores, else phase (default auto)",
+    )
+    p.add_argument(
+        "--verify-export",
+        choices=("sample", "all", "none"),
+        default="sample",
+        help="compare exports with torch: the first and one in ten archs (sample, default), "
+        "every arch (all), none",
+    )
+    add_interference_options(p)
+    add_canary_options(p)
     p.add_argument(
         "--device-name",
         default=None,
@@ -385,4 +428,5 @@ def register(sub) -> None:
     p.add_argument("--space", default=None, help="only this space")
     p.add_argument("--campaign", default=None, help="only this campaign")
     p.add_argument("--status", choices=("ok", "failed", "all"), default="all", help="default all")
+    add_quality_read_options(p)
     p.set_defaults(func=run_export)

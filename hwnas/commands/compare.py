@@ -16,6 +16,7 @@ from hwnas.commands._common import (
     seed,
     table,
 )
+from hwnas.commands._trust import QualityView, add_quality_read_options, check_quality_read
 from hwnas.errors import ConfigError
 
 
@@ -27,13 +28,15 @@ def run(args) -> int:
     db = Path(args.db)
     if not db.exists():
         raise ConfigError(f"no database at {db}; give the --db file a campaign or import wrote")
+    check_quality_read(args)
     # Checked read-only first: a file that is not an hwnas store (or is a newer one)
     # is refused untouched. The FLOPs counted for imported architectures are then
     # cached in the store, which needs it open for writing.
     Store(db, readonly=True).close()
     with open_store(db) as store:
+        view = QualityView(store, args.flagged, args.normalize)
         res = compare_store(
-            store,
+            view,
             args.out,
             devices=args.device,
             space=args.space,
@@ -45,6 +48,7 @@ def run(args) -> int:
             pairs=args.pairs,
             log=None if args.json else err_console.print,
         )
+        res.notes.append(view.note)
     if args.json:
         print_json(
             {
@@ -141,4 +145,5 @@ def register(sub) -> None:
         help="keep cells whose output ignores the input",
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_quality_read_options(p)
     p.set_defaults(func=run)

@@ -225,6 +225,13 @@ def run_eval(args) -> int:
                 [(ds.source, m)],
             )
         )
+        if args.db:  # the data's own agreement, so a weak predictor is told from weak data
+            from hwnas.store.quality import ceiling_line
+
+            missing = (
+                f"no noise ceiling stored for {ds.device} (hwnas repeatability --db {args.db})"
+            )
+            console.print(ceiling_line(args.db, ds.device) or missing)
     if args.plot:
         path = plot_predicted_vs_measured(
             ds.y_ms, y, args.plot, title=f"{pred.name} on {ds.device} ({len(ds)} archs)"

@@ -8,6 +8,7 @@ from pathlib import Path
 from hwnas.commands._common import (
     add_measure_options,
     console,
+    count,
     err_console,
     expand_models,
     human,
@@ -16,9 +17,11 @@ from hwnas.commands._common import (
     print_json,
     progress,
     resolve_model,
+    seed,
     settings_from_args,
     table,
 )
+from hwnas.commands._trust import add_interference_options, guard_device
 from hwnas.errors import ConfigError
 
 
@@ -33,6 +36,8 @@ def profile_models(args) -> list[dict]:
     if not names:
         raise ConfigError("give at least one MODEL (a zoo name, 'all', or a .onnx path)")
     DEVICES.factory(args.device)  # unknown device: fail before exporting anything
+    if args.interleave is not None and args.interleave < 2:
+        raise ConfigError(f"--interleave needs R >= 2 rounds, got {args.interleave}")
     settings = settings_from_args(args)
     device_kwargs = {"threads": args.threads}
     device = (
@@ -40,9 +45,12 @@ def profile_models(args) -> list[dict]:
         if args.isolate
         else create_device(args.device, **device_kwargs)
     )
+    device = guard_device(args, device, args.device, args.threads or 1, err_console.print)
     store = Store(args.db) if args.db else None
     results: list[dict] = []
     try:
+        if args.interleave:
+            return _interleaved(args, names, device, settings, store)
         with progress(len(names), f"profiling on {args.device}") as bar:
             for name in names:
                 model = resolve_model(name, args.input_shape)
@@ -103,6 +111,71 @@ def profile_models(args) -> list[dict]:
     return results
 
 
+def _interleaved(args, names: list[str], device, settings, store) -> list[dict]:
+    """R shuffled rounds, each measuring every model once; ratios to the first model."""
+    from hwnas.profilers.flops import count
+    from hwnas.profilers.latency import Measurement
+    from hwnas.profilers.paired import ratios_to_first, round_orders
+
+    models = [resolve_model(n, args.input_shape) for n in names]
+    samples: dict[int, list[float]] = {i: [] for i in range(len(models))}
+    medians: dict[int, list[float]] = {i: [] for i in range(len(models))}
+    last: dict[int, Measurement] = {}
+    orders = round_orders(len(models), args.interleave, seed=args.seed)
+    with progress(len(orders) * len(models), f"{len(orders)} interleaved rounds") as bar:
+        for order in orders:
+            for i in order:
+                m = device.measure(models[i].artifact, settings)
+                samples[i].extend(m.samples_ms)
+                medians[i].append(m.median)
+                last[i] = m
+                bar.advance(status=f"{models[i].name}: {m.median:.2f} ms")
+    ratios = ratios_to_first({str(i): medians[i] for i in range(len(models))}, seed=args.seed)
+    results = []
+    for i, model in enumerate(models):
+        fl = count(model.artifact.path, model.artifact.shapes_dict())
+        pooled = Measurement(
+            samples_ms=tuple(samples[i]),
+            device=last[i].device,
+            label=model.name,
+            artifact_sha256=model.artifact.sha256,
+            settings=last[i].settings,
+            environment=last[i].environment,
+            extra={"interleave_rounds": len(orders), "round_medians_ms": medians[i]},
+        )
+        rc = ratios[str(i)]
+        row = {
+            "model": model.name,
+            "arch_id": model.arch.id,
+            "input_shape": list(model.artifact.input_shape),
+            "params": fl.params,
+            "macs": fl.macs,
+            "flops": fl.flops,
+            "status": "ok",
+            "device": pooled.device,
+            **{k: v for k, v in pooled.to_dict().items() if k.endswith("_ms") or k in ("cv", "n")},
+            "round_medians_ms": medians[i],
+            "ratio": rc.ratio,
+            "ratio_low": rc.low,
+            "ratio_high": rc.high,
+            "environment": pooled.environment,
+        }
+        results.append(row)
+        if store:
+            store.add_device(pooled.device, pooled.environment)
+            store.add_arch(model.arch, label=model.name)
+            store.add_artifact(model.artifact, model.arch.id)
+            store.set_metrics(
+                model.arch.id,
+                model.artifact.input_shape,
+                flops=fl.flops,
+                macs=fl.macs,
+                params=fl.params,
+            )
+            store.add_measurement(model.arch.id, pooled, model.artifact.input_shape)
+    return results
+
+
 def run(args) -> int:
     results = profile_models(args)
     if args.json:
@@ -133,6 +206,17 @@ def run(args) -> int:
         )
         t.caption = caption
         console.print(t)
+        if args.interleave:
+            first = results[0]["model"]
+            rt = table(
+                f"ratio to {first}: median over {args.interleave} shuffled rounds, 95% bootstrap CI",
+                ["model", "ratio", "95% CI"],
+                [
+                    (r["model"], f"{r['ratio']:.3f}", f"{r['ratio_low']:.3f}-{r['ratio_high']:.3f}")
+                    for r in results
+                ],
+            )
+            console.print(rt)
     if args.plot:
         ok = [r for r in results if r.get("status") == "ok"]
         if len(ok) < 2:
@@ -170,6 +254,16 @@ def register(sub) -> None:
     )
     p.add_argument("--db", default=None, help="SQLite file to store measurements in")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--interleave",
+        type=count,
+        default=None,
+        metavar="R",
+        help="measure the models in R shuffled rounds and print ratios to the first model with "
+        "95%% bootstrap intervals (paired: a slow stretch of the machine hits a whole round)",
+    )
+    p.add_argument("--seed", type=seed, default=0, help="seed of the round orders (default 0)")
+    add_interference_options(p)
     p.add_argument(
         "--plot",
         type=out_file,

@@ -42,7 +42,7 @@ def _describe(space, arch) -> dict:
         row["benchmark_index"] = space.index_of(arch)
     if hasattr(space, "is_degenerate"):
         row["degenerate"] = space.is_degenerate(arch)
-    if hasattr(space, "channels"):
+    if callable(getattr(space, "channels", None)):  # memnas-cells: an int (stem width)
         row["channels"] = space.channels(arch)
     return row
 

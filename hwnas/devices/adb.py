@@ -41,7 +41,7 @@ from pathlib import Path
 
 from hwnas.devices.base import Device
 from hwnas.devices.tflite_benchmark import benchmark_flags, parse_benchmark_output
-from hwnas.devices.transport import AdbTransport, TransportLost, retry_lost
+from hwnas.devices.transport import AdbTransport, TransportLost, measure_with_retries
 from hwnas.errors import ConfigError, DeviceError
 from hwnas.export.artifact import Artifact, sha256_file
 from hwnas.profilers.latency import Measurement, MeasureSettings
@@ -582,27 +582,15 @@ class AdbDevice(Device):
         art = ensure_tflite(artifact, self.quantize)
         self.check_artifact(art)
 
-        def on_retry(attempt: int, delay: float, exc: TransportLost) -> None:
-            warnings.warn(
-                f"{self.name}: {exc}; retrying in {delay:.0f} s "
-                f"(attempt {attempt + 2} of {self.retries + 1})",
-                RuntimeWarning,
-                stacklevel=4,
-            )
-
-        try:
-            return retry_lost(
-                lambda attempt: self._measure_once(art, settings, attempt),
-                retries=self.retries,
-                backoff_s=self.backoff_s,
-                on_retry=on_retry,
-            )
-        except TransportLost as exc:
-            raise DeviceError(
-                f"{self.name} dropped and did not come back after {self.retries} retries ({exc}); "
-                "reconnect it (cable, `adb devices -l`) and re-run: stored results are kept and "
-                "the campaign resumes where it stopped"
-            ) from exc
+        return measure_with_retries(
+            self.name,
+            lambda attempt: self._measure_once(art, settings, attempt),
+            retries=self.retries,
+            backoff_s=self.backoff_s,
+            lost="dropped and did not come back",
+            fix="reconnect it (cable, `adb devices -l`) and re-run: stored results are kept and "
+            "the campaign resumes where it stopped",
+        )
 
     def close(self) -> None:
         try:

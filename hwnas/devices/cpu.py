@@ -128,29 +128,10 @@ class OrtCpuDevice(Device):
 
 
 def build_from_source(source: dict):
-    """Rebuild the torch module an artifact was exported from (see ``to_onnx(source=...)``)."""
-    import torch
+    """Rebuild the torch module an artifact was exported from (see :class:`hwnas.source.ModelSource`)."""
+    from hwnas.source import ModelSource
 
-    torch.manual_seed(int(source.get("seed", 0)))
-    kind = source.get("kind")
-    if kind == "zoo":
-        from hwnas.models import create_model
-
-        return create_model(source["name"])
-    if kind == "space":
-        from hwnas.arch import Arch
-        from hwnas.spaces import get_space
-
-        space = get_space(
-            source["space"],
-            input_size=source.get("input_size"),
-            num_classes=source.get("num_classes"),
-        )
-        return space.build(Arch(source["space"], tuple(source["choices"])))
-    raise ConfigError(
-        "cpu-torch runs models hwnas built itself (zoo models and search-space architectures); "
-        "this artifact was loaded from a file, so use cpu-ort for it"
-    )
+    return ModelSource.from_dict(source).build()
 
 
 class TorchCpuDevice(Device):

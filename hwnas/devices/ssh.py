@@ -18,17 +18,11 @@ from __future__ import annotations
 
 import json
 import shlex
-import warnings
 from pathlib import Path
 from typing import Any
 
 from hwnas.devices.base import Device
-from hwnas.devices.transport import (
-    SshTransport,
-    Transport,
-    TransportLost,
-    retry_lost,
-)
+from hwnas.devices.transport import SshTransport, Transport, measure_with_retries
 from hwnas.errors import ConfigError, DeviceError
 from hwnas.export.artifact import Artifact
 from hwnas.profilers.latency import Measurement, MeasureSettings
@@ -277,23 +271,14 @@ class RunnerDevice(Device):
         settings = self.settings_for(settings)
         art = self.prepare(artifact)
 
-        def on_retry(attempt: int, delay: float, exc: TransportLost) -> None:
-            warnings.warn(
-                f"{self.name}: {exc}; retrying in {delay:.0f} s", RuntimeWarning, stacklevel=4
-            )
-
-        try:
-            return retry_lost(
-                lambda attempt: self._measure_once(art, settings, attempt),
-                retries=self.retries,
-                backoff_s=self.backoff_s,
-                on_retry=on_retry,
-            )
-        except TransportLost as exc:
-            raise DeviceError(
-                f"{self.name} unreachable after {self.retries} retries ({exc}); check the board "
-                "and the network, then re-run: stored results are kept"
-            ) from exc
+        return measure_with_retries(
+            self.name,
+            lambda attempt: self._measure_once(art, settings, attempt),
+            retries=self.retries,
+            backoff_s=self.backoff_s,
+            lost="unreachable",
+            fix="check the board and the network, then re-run: stored results are kept",
+        )
 
     def close(self) -> None:
         try:

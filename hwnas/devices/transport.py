@@ -31,6 +31,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -115,6 +116,44 @@ def retry_lost(
                 on_retry(attempt, delay, exc)
             sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def measure_with_retries(
+    name: str,
+    once: Callable[[int], T],
+    *,
+    retries: int,
+    backoff_s: float,
+    lost: str,
+    fix: str,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """The retry loop of every remote device: :func:`retry_lost` with a warning per retry.
+
+    Args:
+        name: the device's name, first word of every message.
+        once: one measurement attempt, given its 0-based attempt number.
+        lost: how the device failed, e.g. ``dropped and did not come back``.
+        fix: what the user should do when it stays away.
+
+    Raises:
+        DeviceError: still lost after ``retries`` retries (``name lost after N
+            retries (why); fix``).
+    """
+
+    def on_retry(attempt: int, delay: float, exc: TransportLost) -> None:
+        warnings.warn(
+            f"{name}: {exc}; retrying in {delay:.0f} s (attempt {attempt + 2} of {retries + 1})",
+            RuntimeWarning,
+            stacklevel=5,
+        )
+
+    try:
+        return retry_lost(
+            once, retries=retries, backoff_s=backoff_s, on_retry=on_retry, sleep=sleep
+        )
+    except TransportLost as exc:
+        raise DeviceError(f"{name} {lost} after {retries} retries ({exc}); {fix}") from exc
 
 
 def _decode(data: bytes | str | None) -> str:

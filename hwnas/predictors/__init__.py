@@ -12,28 +12,17 @@ its JSON config names a registered predictor, and only arrays are restored.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from typing import Any
 
 from hwnas.errors import PredictorError
 from hwnas.predictors.base import Predictor, read_predictor_file
-from hwnas.registry import Registry
-
-PREDICTORS: Registry[Predictor] = Registry("predictor")
-
-
-def list_predictors() -> list[str]:
-    return PREDICTORS.names()
-
-
-def is_predictor(name: str) -> bool:
-    return PREDICTORS.is_registered(name)
-
-
-def create_predictor(name: str, **hparams: Any) -> Predictor:
-    """A fresh, untrained predictor; ``None`` hyper-parameters keep the predictor's defaults."""
-    return PREDICTORS.create(name, **hparams)
+from hwnas.predictors.registry import (
+    PREDICTORS,
+    create_predictor,
+    is_predictor,
+    list_predictors,
+    load_builtin,
+)
 
 
 def load_predictor(
@@ -82,16 +71,7 @@ def load_predictor(
     return pred
 
 
-def _load_builtin() -> None:
-    # Importing a module registers its predictors.
-    from hwnas.predictors import baselines, mlp, transfer  # noqa: F401
-
-    # The kernel predictor is developed separately; register it when it is present.
-    if importlib.util.find_spec("hwnas.predictors.kernel") is not None:
-        importlib.import_module("hwnas.predictors.kernel")
-
-
-_load_builtin()
+load_builtin()
 
 __all__ = [
     "PREDICTORS",

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from hwnas.errors import PredictorError
-from hwnas.predictors import PREDICTORS
 from hwnas.predictors.base import Predictor
 from hwnas.predictors.mlp import _check_xy
+from hwnas.predictors.registry import PREDICTORS
 
 
 @PREDICTORS.register("flops-linear")

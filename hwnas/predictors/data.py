@@ -244,7 +244,7 @@ def split(ds: Dataset, train_size: int, seed: int = 0) -> tuple[Dataset, Dataset
 
 def default_encoding(predictor: str) -> str:
     """The encoding a predictor is trained on unless told otherwise."""
-    from hwnas.predictors import PREDICTORS
+    from hwnas.predictors.registry import PREDICTORS
 
     return getattr(PREDICTORS.factory(predictor), "default_encoding", "onehot")
 

@@ -103,19 +103,15 @@ def export_arch(space: SearchSpace, arch: Arch, cache_dir: str | Path | None = N
     Weights are seeded so that the same architecture always gives the same
     module fingerprint, hence a cache hit instead of a second export.
     """
-    import torch
+    from hwnas.campaigns.step import export_source
+    from hwnas.source import ModelSource
 
-    from hwnas.export import to_onnx
-
-    torch.manual_seed(0)
-    module = space.build(arch)
-    art = to_onnx(
-        module,
-        space.input_shape,
+    art = export_source(
+        ModelSource.of_space(space, arch),
+        space=space,
         label=arch.id,
         cache_dir=cache_dir,
         check=False,
-        source={"kind": "space", "space": space.name, "choices": list(arch.choices)},
     )
     return Path(art.path)
 
@@ -160,14 +156,14 @@ def torch_flops(space: SearchSpace, archs: Sequence[Arch]) -> np.ndarray:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from hwnas.predictors.mlp import _threads
+    from hwnas.threads import torch_threads
 
     known: dict[str, float] = {}
     out = np.empty(len(archs), dtype=np.float64)
     x = torch.zeros(space.input_shape)
     # One thread: a batch-1 forward of a small network gains nothing from more,
     # and on a busy machine two threads were 10x slower here (measured).
-    with _threads(1), torch.no_grad():
+    with torch_threads(1), torch.no_grad():
         for i, a in enumerate(archs):
             if a.id not in known:
                 module = space.build(a).eval()

@@ -26,9 +26,8 @@ Choices made here and why:
 
 from __future__ import annotations
 
-import contextlib
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -36,8 +35,9 @@ import torch
 from torch import nn
 
 from hwnas.errors import PredictorError
-from hwnas.predictors import PREDICTORS
 from hwnas.predictors.base import Predictor
+from hwnas.predictors.registry import PREDICTORS
+from hwnas.threads import torch_threads
 
 _LOSSES = ("log-mse", "relative")
 
@@ -59,25 +59,6 @@ def _check_xy(X: Any, y_ms: Any, dtype: Any = np.float32) -> tuple[np.ndarray, n
             "latencies must be finite and > 0 ms; drop failed or degenerate measurements first"
         )
     return X, y
-
-
-@contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    """Run torch with ``n`` intra-op threads, then restore the setting.
-
-    Why one thread for training: the matrices are tiny (batch x 256), so
-    splitting them across threads costs more in synchronisation than it
-    gains, and on a shared machine extra threads only fight other processes
-    (measured here: 5 ms per step on one thread, 78 ms on two under load).
-    """
-    old = torch.get_num_threads()
-    if n is not None and n != old:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != old:
-            torch.set_num_threads(old)
 
 
 def _make_net(sizes: Sequence[int], dropout: float = 0.0) -> nn.Sequential:
@@ -255,7 +236,7 @@ class MLPPredictor(Predictor):
             val_idx, tr_idx = perm[:n_val], perm[n_val:]
             # A private torch RNG stream: seeding must not disturb the caller's
             # (a search that trains a predictor mid-run stays reproducible).
-            with torch.random.fork_rng(devices=[]), _threads(1):
+            with torch.random.fork_rng(devices=[]), torch_threads(1):
                 torch.manual_seed(hp["seed"] * 1009 + k)
                 if init is not None:
                     src = init.nets[k % len(init.nets)]
@@ -348,7 +329,7 @@ class MLPPredictor(Predictor):
                 f"({self.meta.get('space', '?')}, {self.meta.get('encoding', '?')})"
             )
         out = np.empty(X.shape[0], dtype=np.float64)
-        with _threads(threads), torch.inference_mode():
+        with torch_threads(threads), torch.inference_mode():
             xt = torch.from_numpy(X)
             for s in range(0, X.shape[0], batch):
                 xb = xt[s : s + batch]

@@ -37,9 +37,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hwnas.errors import PredictorError
-from hwnas.predictors import PREDICTORS
 from hwnas.predictors.base import Predictor
 from hwnas.predictors.mlp import _check_xy
+from hwnas.predictors.registry import PREDICTORS
 
 if TYPE_CHECKING:
     from hwnas.spaces.base import SearchSpace

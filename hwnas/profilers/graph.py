@@ -83,10 +83,6 @@ class Graph:
         return out
 
     @property
-    def param_count(self) -> int:
-        return int(sum(a.size for a in self.initializers.values()))
-
-    @property
     def param_bytes(self) -> int:
         return int(sum(a.nbytes for a in self.initializers.values()))
 

@@ -20,12 +20,6 @@ from the registry; third-party searchers come through the
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from collections.abc import Iterable
-from typing import Any
-
-from hwnas.registry import Registry
 from hwnas.searchers.base import (
     Candidate,
     History,
@@ -34,42 +28,15 @@ from hwnas.searchers.base import (
     SearchLog,
     pareto_front,
 )
+from hwnas.searchers.registry import (
+    SEARCHERS,
+    create_searcher,
+    list_searchers,
+    load_builtin,
+    searcher_class,
+)
 
-SEARCHERS: Registry[Searcher] = Registry("searcher")
-
-
-def list_searchers() -> list[str]:
-    return SEARCHERS.names()
-
-
-def searcher_class(name: str) -> type[Searcher]:
-    """The registered class (raises ConfigError naming the valid searchers)."""
-    return SEARCHERS.factory(name)  # type: ignore[return-value]
-
-
-def create_searcher(name: str, settings: Iterable[str] | None = None, **overrides: Any) -> Searcher:
-    """Build searcher ``name`` with ``key=value`` settings and/or keyword overrides."""
-    cls = searcher_class(name)
-    searcher = cls.from_pairs(settings) if hasattr(cls, "from_pairs") else cls()
-    if overrides:
-        import dataclasses
-
-        searcher.settings = dataclasses.replace(searcher.settings, **overrides)
-    return searcher
-
-
-_BUILTIN = ("random", "evolution", "mnasnet_rl", "naswot")
-
-
-def _load_builtin() -> None:
-    # Importing a module registers its searcher. Modules other engineers add
-    # (latency_darts, memnas, autoslim) are listed here when they land.
-    for mod in _BUILTIN + ("latency_darts", "memnas", "autoslim"):
-        if importlib.util.find_spec(f"hwnas.searchers.{mod}") is not None:
-            importlib.import_module(f"hwnas.searchers.{mod}")
-
-
-_load_builtin()
+load_builtin()
 
 __all__ = [
     "SEARCHERS",

@@ -9,7 +9,6 @@ split even on a few hundred images.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -17,6 +16,9 @@ import torch
 
 from hwnas.errors import ConfigError
 from hwnas.evaluators.data import ImageSet, load_images
+from hwnas.threads import torch_threads
+
+__all__ = ["accuracy", "batches", "load_split", "stratified_split", "torch_threads"]
 
 
 def stratified_split(data: ImageSet, fractions: Sequence[float], seed: int) -> list[ImageSet]:
@@ -86,20 +88,3 @@ def accuracy(model: torch.nn.Module, data: ImageSet, batch_size: int = 256) -> f
         correct += int((logits.argmax(1) == data.labels[s : s + batch_size]).sum())
     model.train(was)
     return 100.0 * correct / max(1, len(data))
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` intra-op threads, restoring the caller's setting after.
-
-    A fixed thread count makes a seeded run give the same numbers on the same
-    machine; on a shared CPU one thread is also the polite default.
-    """
-    if int(n) < 1:
-        raise ConfigError(f"threads must be >= 1, got {n}")
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)

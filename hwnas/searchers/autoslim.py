@@ -4,11 +4,13 @@ On the ``mobilenetv2-channels`` space (MobileNetV2 whose every searched
 layer keeps 10 %, 20 %, ... 100 % of its 1.5x width), AutoSlim
 
 1. trains one slimmable MobileNetV2 with the sandwich rule and in-place
-   distillation (:func:`hwnas.searchers._slimmable.train_slimmable`);
+   distillation (:func:`hwnas.searchers.slimmable.train_slimmable`);
 2. slims greedily from the widest configuration: at each step every layer
    loses one channel group in turn, the slimmable network (BN statistics
-   recalibrated for that width) is evaluated on held-out images, and the
-   removal that loses the least accuracy is kept;
+   recalibrated for that width on 2,000 training images, as in the paper,
+   or on all of them when there are fewer: digits' training split holds
+   about 1,500; ``History.final["bn_calibration"]`` says which) is evaluated
+   on held-out images, and the removal that loses the least accuracy is kept;
 3. outputs the configuration at which each resource target is first met:
    FLOPs (analytic), latency (the objective's source: measured on a
    device and cached, or predicted) and memory (the lifetime estimate).
@@ -40,9 +42,10 @@ import torch
 from hwnas.errors import ConfigError
 from hwnas.models.slimmable import SlimmableMobileNetV2
 from hwnas.objectives import MemoryEstimator, parse_bytes, parse_latency_ms
-from hwnas.searchers import SEARCHERS
 from hwnas.searchers._data import load_split
-from hwnas.searchers._slimmable import (
+from hwnas.searchers.base import Candidate, History, Record, Searcher
+from hwnas.searchers.registry import SEARCHERS
+from hwnas.searchers.slimmable import (
     ChannelGrid,
     GreedySlimmer,
     SlimStep,
@@ -50,7 +53,6 @@ from hwnas.searchers._slimmable import (
     mobilenetv2_macs,
     train_slimmable,
 )
-from hwnas.searchers.base import Candidate, History, Record, Searcher
 
 if TYPE_CHECKING:
     from hwnas.objectives import Objective
@@ -94,7 +96,11 @@ class AutoSlimSettings:
         input_size: image side for training and the greedy evaluation.
         max_samples: use a seeded subset of the images.
         val_fraction: share of the images held out to judge removals.
-        calib_batches / calib_batch_size: BN recalibration before each evaluation.
+        calib_images / calib_batch_size: BN recalibration before each evaluation,
+            on ``calib_images`` training images (the paper uses 2,000; when the
+            training split holds fewer, all of it is used, and the search's
+            final record says so under ``bn_calibration``) in batches of about
+            ``calib_batch_size``.
         flops_targets: ``50%`` (of the widest) or counts (``12M``).
         latency_targets: e.g. ``5ms`` (the objective's latency source); the
             objective's ``--latency-target`` is added.
@@ -116,7 +122,7 @@ class AutoSlimSettings:
     input_size: int = 32
     max_samples: int | None = None
     val_fraction: float = 0.15
-    calib_batches: int = 1
+    calib_images: int = 2000
     calib_batch_size: int = 128
     flops_targets: tuple[str, ...] = ("50%", "30%")
     latency_targets: tuple[str, ...] = ()
@@ -124,7 +130,7 @@ class AutoSlimSettings:
     threads: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "calib_batches", "calib_batch_size", "threads"):
+        for name in ("epochs", "batch_size", "calib_images", "calib_batch_size", "threads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"autoslim {name} must be >= 1, got {getattr(self, name)}")
         if self.num_random < 0:
@@ -208,11 +214,21 @@ class AutoSlim(Searcher):
         )
         gen = torch.Generator().manual_seed(seed + 1)
         order = torch.randperm(len(train), generator=gen)
-        calib = [
-            train.images[order[k * s.calib_batch_size : (k + 1) * s.calib_batch_size]]
-            for k in range(s.calib_batches)
-        ]
-        calib = [c for c in calib if c.shape[0] >= 2] or [train.images[order[:2]]]
+        # AutoSlim re-estimates BN statistics on 2,000 training images; fewer than
+        # that gives noisy statistics for the narrow widths, so use all there are
+        n_cal = max(2, min(s.calib_images, len(train)))
+        chunks = torch.tensor_split(order[:n_cal], -(-n_cal // s.calib_batch_size))
+        calib = [train.images[c] for c in chunks if c.numel() >= 2]
+        self.bn_calibration = {
+            "images": n_cal,
+            "batches": len(calib),
+            "requested": s.calib_images,
+            "note": (
+                f"all {n_cal} training images (fewer than the {s.calib_images} asked for)"
+                if n_cal < s.calib_images
+                else f"{n_cal} training images"
+            ),
+        }
         num_classes = space.num_classes
         size = space.input_size
         self.slimmer = GreedySlimmer(
@@ -350,6 +366,7 @@ class AutoSlim(Searcher):
             "train_losses": self.train_losses,
             "targets": [asdict(t) for t in self.targets],
             "configs": self.hits,
+            "bn_calibration": self.bn_calibration,
             "path": path,
             "layers": space.decision_names(),
         }

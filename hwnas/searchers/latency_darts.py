@@ -53,10 +53,10 @@ import torch.nn.functional as F
 
 from hwnas.arch import Arch
 from hwnas.errors import ConfigError, PredictorError
-from hwnas.searchers import SEARCHERS
 from hwnas.searchers._data import accuracy, batches, load_split, torch_threads
-from hwnas.searchers._supernet import DartsSupernet
 from hwnas.searchers.base import Candidate, History, Record, Searcher
+from hwnas.searchers.registry import SEARCHERS
+from hwnas.searchers.supernet import DartsSupernet
 
 if TYPE_CHECKING:
     from hwnas.objectives import LatencySource, Objective

@@ -1,13 +1,14 @@
-"""MemNAS: grow-and-trim search for memory-efficient networks (Liu et al., CVPR 2020).
+"""MemNAS: grow-and-trim search for memory-efficient networks (Liu et al., CVPR 2020, arXiv 1907.09569).
 
 Each round starts from a *base* network and
 
 1. generates candidates by growing it (the same new cell added to every
-   block) and by trimming it (one layer replaced by the identity, or one
+   block, every input position x layer type x connection method; ``grow=last``
+   for the earlier, smaller set) and by trimming it (one layer replaced by the identity, or one
    edge removed, inside one block; orphaned cells dropped), see
-   :mod:`hwnas.searchers._memnas_space`;
+   :mod:`hwnas.spaces.memnas_cells`;
 2. ranks *all* candidates together with the structure-correlation
-   controller (:mod:`hwnas.searchers._memnas_controller`) and keeps the
+   controller (:mod:`hwnas.searchers.memnas_controller`) and keeps the
    top-k, plus ``explore`` random others so the controller also learns
    from candidates it ranked low;
 3. evaluates those: accuracy from the objective's evaluator (``proxy``
@@ -17,7 +18,11 @@ Each round starts from a *base* network and
    and the memory-efficiency reward against the base
    (:func:`hwnas.profilers.memory.memory_efficiency`)::
 
-       R = lambda * a / a_b - (1 - lambda) * (e / e_b + p / p_b)
+       R = lambda * a / a_b - (1 - lambda) * (w_e * e / e_b + w_p * p / p_b)
+
+   with the paper's ``w_e = w_p = 1`` (``memory_weights=paper``, the
+   default) or the released code's ``w_e = 0.7, w_p = 0.3``
+   (``memory_weights=code``);
 
 4. trains the controller on the realised rewards (ranking quality is
    reported first, as Kendall's tau between its predictions and the
@@ -25,7 +30,7 @@ Each round starts from a *base* network and
    reward (the best feasible one when the objective has a memory or latency
    target) the next base.
 
-The network family is :class:`~hwnas.searchers._memnas_space.MemNASSpace`
+The network family is :class:`~hwnas.spaces.memnas_cells.MemNASSpace`
 (``--space memnas-cells``): MemNAS' blocks-of-cells CIFAR network at
 desktop size. The search's reward is always MemNAS' ``R`` (the objective's
 other terms and constraints are kept and recorded); ``lam`` sets lambda.
@@ -43,10 +48,11 @@ import torch
 from hwnas.arch import Arch
 from hwnas.errors import ConfigError
 from hwnas.objectives import MemoryEstimator, Terms
-from hwnas.searchers import SEARCHERS
-from hwnas.searchers._memnas_controller import LOSSES, RankingTrainer, kendall_tau
-from hwnas.searchers._memnas_space import MemNASSpace, grow_trim_candidates
+from hwnas.profilers.memory import MEMNAS_WEIGHTS
 from hwnas.searchers.base import Candidate, History, Record, Searcher
+from hwnas.searchers.memnas_controller import LOSSES, RankingTrainer, kendall_tau
+from hwnas.searchers.registry import SEARCHERS
+from hwnas.spaces.memnas_cells import GROW_MODES, MemNASSpace, grow_trim_candidates
 
 if TYPE_CHECKING:
     from hwnas.objectives import Objective
@@ -72,6 +78,12 @@ class MemNASSettings:
         keep_base: keep the base for the next round when no evaluated candidate
             beats its own reward (a hill-climbing variant); MemNAS moves to the
             best candidate every round (the default).
+        grow: ``full`` (MemNAS' grow step: every input position x layer type x
+            connection method) or ``last`` (the new cell reads the last output
+            cell only: the smaller set of earlier versions).
+        memory_weights: ``paper`` (activation and parameter ratios weighted
+            1 and 1, arXiv 1907.09569) or ``code`` (0.7 and 0.3, as in the
+            authors' released code).
     """
 
     lam: float | None = None
@@ -83,8 +95,19 @@ class MemNASSettings:
     controller_steps: int = 60
     controller_lr: float = 1e-2
     keep_base: bool = False
+    grow: str = "full"
+    memory_weights: str = "paper"
 
     def __post_init__(self) -> None:
+        if self.grow not in GROW_MODES:
+            raise ConfigError(
+                f"memnas grow must be one of {', '.join(GROW_MODES)}, got {self.grow!r}"
+            )
+        if self.memory_weights not in MEMNAS_WEIGHTS:
+            raise ConfigError(
+                f"memnas memory_weights must be one of {', '.join(MEMNAS_WEIGHTS)}, "
+                f"got {self.memory_weights!r}"
+            )
         if self.lam is not None and not 0.0 <= self.lam <= 1.0:
             raise ConfigError(f"memnas lam (lambda) must be in [0, 1], got {self.lam}")
         if self.rounds < 1 or self.top_k < 1 or self.explore < 0:
@@ -121,6 +144,7 @@ class MemNAS(Searcher):
             if self.settings.lam is not None
             else float(objective.memnas_lambda)
         )
+        obj.memnas_weights = MEMNAS_WEIGHTS[self.settings.memory_weights]
         obj.memnas_base = None  # set from the evaluated base network in reset()
         self._objective = obj
         return obj
@@ -195,7 +219,9 @@ class MemNAS(Searcher):
             self.base_proposed = True
             return [Candidate(self.base, "base", {"round": 0})]
         space = self.space
-        cands = grow_trim_candidates(space.network(self.base), space.max_cells, space.ops)
+        cands = grow_trim_candidates(
+            space.network(self.base), space.max_cells, space.ops, self.settings.grow
+        )
         if not cands:
             self.round = self.settings.rounds  # nothing left to grow or trim
             return []
@@ -270,9 +296,8 @@ class MemNAS(Searcher):
         loss = self.trainer.fit()
         pool = [i for i in finite if records[i].feasible] or finite
         before = self.space.format(self.base) if self.space is not None else ""
-        base_reward = (
-            self._objective.memnas_lambda * 1.0 - (1.0 - self._objective.memnas_lambda) * 2.0
-        )
+        lam = self._objective.memnas_lambda
+        base_reward = lam * 1.0 - (1.0 - lam) * sum(self._objective.memnas_weights)
         self.round += 1
         entry: dict[str, Any] = {
             "round": self.round,
@@ -322,6 +347,8 @@ class MemNAS(Searcher):
         text, t = self.initial
         return {
             "lambda": self._objective.memnas_lambda,
+            "memory_weights": list(self._objective.memnas_weights),
+            "grow": self.settings.grow,
             "initial": {
                 "arch": text,
                 "accuracy": t.accuracy,

@@ -34,9 +34,10 @@ import torch
 from torch import nn
 
 from hwnas.errors import ConfigError
-from hwnas.searchers import SEARCHERS
 from hwnas.searchers.base import Candidate, Record, Searcher
+from hwnas.searchers.registry import SEARCHERS
 from hwnas.spaces.base import SearchSpace
+from hwnas.threads import torch_threads
 
 
 @dataclass(frozen=True)
@@ -154,21 +155,6 @@ class Controller(nn.Module):
         return logp, ent
 
 
-def _with_threads(n: int):
-    import contextlib
-
-    @contextlib.contextmanager
-    def cm():
-        old = torch.get_num_threads()
-        torch.set_num_threads(n)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(old)
-
-    return cm()
-
-
 @SEARCHERS.register("mnasnet-rl")
 class MnasNetRL(Searcher):
     """MnasNet's LSTM controller trained with PPO on the multi-objective reward."""
@@ -194,7 +180,7 @@ class MnasNetRL(Searcher):
 
     def propose(self, n: int) -> list[Candidate]:
         assert self.space is not None
-        with _with_threads(self.settings.threads):
+        with torch_threads(self.settings.threads):
             acts = self.controller.sample(n, self.gen, self.settings.temperature)
         return [Candidate(self.space.arch(row.tolist()), "controller") for row in acts]
 
@@ -226,7 +212,7 @@ class MnasNetRL(Searcher):
             return
         adv_t = torch.as_tensor(adv / scale, dtype=torch.float32)
         actions = torch.tensor([list(x.arch.choices) for x in records], dtype=torch.long)
-        with _with_threads(s.threads):
+        with torch_threads(s.threads):
             with torch.no_grad():
                 old_logp, _ = self.controller.log_prob(actions, s.temperature)
             for _ in range(s.ppo_epochs):

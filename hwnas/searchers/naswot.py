@@ -22,8 +22,8 @@ import numpy as np
 from hwnas.errors import ConfigError
 from hwnas.evaluators.naswot import NaswotEvaluator, NaswotSettings
 from hwnas.objectives import Objective
-from hwnas.searchers import SEARCHERS
 from hwnas.searchers.base import Candidate, History, Record, Searcher
+from hwnas.searchers.registry import SEARCHERS
 from hwnas.spaces.base import SearchSpace
 
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from hwnas.errors import ConfigError
-from hwnas.searchers import SEARCHERS
 from hwnas.searchers.base import Candidate, Record, Searcher
+from hwnas.searchers.registry import SEARCHERS
 from hwnas.spaces.base import SearchSpace
 
 

@@ -11,14 +11,21 @@ op         conv, dwconv (depthwise separable), mbconv      ``conv``, ``dwconv``,
            with expansion 3, mbconv with expansion 6       ``mbconv3``, ``mbconv6``
 kernel     3, 5                                            ``k3``, ``k5``
 SE ratio   0, 0.25 (of the block's input width)            ``se0``, ``se0.25``
-skip       none, identity residual                         ``noskip``, ``id``
+skip       none, identity residual, pooling               ``noskip``, ``id``,
+                                                           ``pool``
 filters    0.75, 1.0, 1.25 x MobileNetV2's width           ``f0.75`` ...
 layers     -1, 0, +1 x MobileNetV2's count (at least 1)    ``l-1``, ``l+0``, ``l+1``
 =========  ============================================  ===================
 
 All layers of a block are the same; only the first one strides. The identity
 residual is added only where the input and output shapes agree (never on a
-strided or width-changing first layer). Widths are rounded to the nearest
+strided or width-changing first layer). The paper's SkipOp is {pooling,
+identity residual, no skip}, 4 x 2 x 2 x 3 x 3 x 3 = 432 choices per block.
+It does not define the pooling skip further, and the released MnasNet code has
+none; here it is a parameter-free shortcut on *every* layer of the block,
+``F(x) + AvgPool3x3(x)`` with the layer's stride (so it also bridges the
+strided first layer, where the identity cannot), zero-padded to a wider
+output or cut to a narrower one (:class:`PoolSkip`). Widths are rounded to the nearest
 multiple of 8 — without the usual "never shrink by more than 10 %" bump,
 which would make 0.75x equal to 1.0x for the 24-channel block. Because of the
 clamp to one layer and that rounding, a few distinct choice vectors build the
@@ -35,12 +42,16 @@ from __future__ import annotations
 
 import re
 
+import torch
+import torch.nn.functional as F
+from torch import nn
+
 from hwnas.arch import Arch
 from hwnas.errors import SpaceError
 from hwnas.models.mnasnet import MnasNet, StageCfg
 from hwnas.models.mobilenetv2 import MBV2_HEAD, MBV2_SETTINGS, MBV2_STEM
-from hwnas.spaces import SPACES
 from hwnas.spaces.base import SearchSpace
+from hwnas.spaces.registry import SPACES
 
 # (name in strings, op kind for the builder, expansion)
 OPS: tuple[tuple[str, str, int], ...] = (
@@ -51,7 +62,9 @@ OPS: tuple[tuple[str, str, int], ...] = (
 )
 KERNELS: tuple[int, ...] = (3, 5)
 SE_RATIOS: tuple[float, ...] = (0.0, 0.25)
-SKIPS: tuple[str, ...] = ("noskip", "id")
+# "pool" is appended, not put first as in the paper's list, so that architectures
+# stored before it existed keep their meaning (choice 0 = noskip, 1 = id).
+SKIPS: tuple[str, ...] = ("noskip", "id", "pool")
 FILTER_RATIOS: tuple[float, ...] = (0.75, 1.0, 1.25)
 LAYER_DELTAS: tuple[int, ...] = (-1, 0, 1)
 FIELDS: tuple[str, ...] = ("op", "kernel", "se", "skip", "filters", "layers")
@@ -114,9 +127,33 @@ def _parse_block(token: str, b: int) -> list[int]:
     ]
 
 
+class PoolSkip(nn.Module):
+    """A layer with MnasNet's pooling skip: ``layer(x) + AvgPool3x3(x)``.
+
+    The pool strides like the layer, so the two paths have the same size; the
+    shortcut's channels are zero-padded to a wider output (as ResNet's
+    parameter-free shortcut does) or cut to a narrower one, so the skip adds
+    no parameters, as a pooling op should not.
+    """
+
+    def __init__(self, layer: nn.Module, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.layer = layer
+        self.pool = nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.pool(x)
+        if self.out_channels > self.in_channels:
+            s = F.pad(s, (0, 0, 0, 0, 0, self.out_channels - self.in_channels))
+        elif self.out_channels < self.in_channels:
+            s = s[:, : self.out_channels]
+        return self.layer(x) + s
+
+
 @SPACES.register("mnasnet")
 class MnasNetSpace(SearchSpace):
-    """MnasNet's factorized hierarchical space: 7 blocks x 6 decisions on MobileNetV2's skeleton."""
+    """MnasNet's factorized hierarchical space: 7 blocks x 6 decisions (432 per block) on MobileNetV2's skeleton."""
 
     name = "mnasnet"
     input_size = 224
@@ -171,14 +208,30 @@ class MnasNetSpace(SearchSpace):
             )
         return tuple(out)
 
+    def skips(self, arch: Arch) -> tuple[str, ...]:
+        """The skip option of each block (``noskip``, ``id`` or ``pool``)."""
+        self.validate(arch)
+        return tuple(SKIPS[arch.choices[6 * b + 3]] for b in range(NUM_BLOCKS))
+
     def build(self, arch: Arch) -> MnasNet:
-        return MnasNet(
-            self.stages(arch),
+        stages = self.stages(arch)
+        net = MnasNet(
+            stages,
             num_classes=self.num_classes,
             stem=MBV2_STEM,
             head=MBV2_HEAD,
             dropout=self.dropout,
         )
+        # pooling skips wrap the built layers (they hold no weights, so the
+        # weights drawn for a seed do not depend on them)
+        i, in_ch = 0, MBV2_STEM
+        for st, skip in zip(stages, self.skips(arch), strict=True):
+            for j in range(st.layers):
+                if skip == "pool":
+                    stride = st.stride if j == 0 else 1
+                    net.blocks[i] = PoolSkip(net.blocks[i], in_ch, st.out, stride)
+                i, in_ch = i + 1, st.out
+        return net
 
     def format(self, arch: Arch) -> str:
         self.validate(arch)

@@ -28,8 +28,8 @@ from hwnas.models.mobilenetv2 import (
 )
 from hwnas.models.mobilenetv2 import build_from_channels as _build_from_channels
 from hwnas.models.slimmable import SlimmableMobileNetV2
-from hwnas.spaces import SPACES
 from hwnas.spaces.base import SearchSpace
+from hwnas.spaces.registry import SPACES
 
 NUM_STEPS = 10
 STEP = 0.15  # of MobileNetV2 1.0's width: 10 % of the 1.5x slimmable network

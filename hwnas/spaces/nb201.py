@@ -27,8 +27,8 @@ from torch import nn
 
 from hwnas.arch import Arch
 from hwnas.errors import SpaceError
-from hwnas.spaces import SPACES
 from hwnas.spaces.base import SearchSpace
+from hwnas.spaces.registry import SPACES
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 # (to_node, from_node) of each edge, in the order of the standard string.

@@ -27,7 +27,7 @@ from hwnas.profilers.memory.lifetime import (
     estimate_memgraph,
     estimate_module,
 )
-from hwnas.profilers.memory.objective import MemoryTerms, memory_efficiency
+from hwnas.profilers.memory.objective import MEMNAS_WEIGHTS, MemoryTerms, memory_efficiency
 from hwnas.profilers.memory.order import (
     OrderResult,
     optimal_order,
@@ -44,6 +44,7 @@ __all__ = [
     "BufferLife",
     "MemGraph",
     "MemoryReport",
+    "MEMNAS_WEIGHTS",
     "MemoryTerms",
     "OrderResult",
     "TensorLife",

@@ -53,9 +53,6 @@ class BufferLife:
     death: int
     tensors: tuple[str, ...]
 
-    def overlaps(self, other: BufferLife) -> bool:
-        return self.birth <= other.death and other.birth <= self.death
-
 
 @dataclass
 class MemoryReport:

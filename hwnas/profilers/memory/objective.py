@@ -9,7 +9,12 @@ three measures: accuracy ``a``, the memory of the intermediate feature maps
 and the parameter memory ``p``. With ``a_b, e_b, p_b`` those of the previous
 round's base network and ``lambda`` in [0, 1]:
 
-    R = lambda * (a / a_b) + (1 - lambda) * (-(e / e_b) - (p / p_b))
+    R = lambda * (a / a_b) + (1 - lambda) * (-(w_e * e / e_b) - (w_p * p / p_b))
+
+with ``w_e = w_p = 1`` in the paper (arXiv 1907.09569; the default,
+``MEMNAS_WEIGHTS["paper"]``) and ``w_e = 0.7``, ``w_p = 0.3`` in the authors'
+released code (``MEMNAS_WEIGHTS["code"]``), which counts the feature maps
+more than the weights.
 
 ``lambda = 1`` ranks by accuracy alone, ``lambda = 0`` by memory alone (the
 smaller both memories relative to the base, the larger R); the paper reports
@@ -23,6 +28,9 @@ from dataclasses import dataclass
 
 from hwnas.errors import ConfigError
 from hwnas.profilers.memory.lifetime import MemoryReport
+
+#: (activation weight, parameter weight) of the MemNAS reward: the paper's and the released code's.
+MEMNAS_WEIGHTS: dict[str, tuple[float, float]] = {"paper": (1.0, 1.0), "code": (0.7, 0.3)}
 
 
 @dataclass(frozen=True)
@@ -44,13 +52,20 @@ class MemoryTerms:
         return cls(float(accuracy), float(report.peak_activation_bytes), float(report.param_bytes))
 
 
-def memory_efficiency(candidate: MemoryTerms, base: MemoryTerms, lam: float = 0.5) -> float:
+def memory_efficiency(
+    candidate: MemoryTerms,
+    base: MemoryTerms,
+    lam: float = 0.5,
+    weights: tuple[float, float] = MEMNAS_WEIGHTS["paper"],
+) -> float:
     """MemNAS reward of ``candidate`` against the previous round's ``base`` (higher is better).
 
     Args:
         candidate: the network being ranked.
         base: the base network of the previous grow/trim round.
         lam: weight of accuracy against memory, in [0, 1].
+        weights: (activation, parameter) weights of the memory ratios
+            (:data:`MEMNAS_WEIGHTS`: the paper's 1/1 or the released code's 0.7/0.3).
 
     Raises:
         ConfigError: ``lam`` outside [0, 1], or a base term that is not positive.
@@ -66,8 +81,9 @@ def memory_efficiency(candidate: MemoryTerms, base: MemoryTerms, lam: float = 0.
                 f"got {getattr(base, name)}"
             )
     acc = candidate.accuracy / base.accuracy
+    w_act, w_par = weights
     mem = (
-        candidate.activation_bytes / base.activation_bytes
-        + candidate.param_bytes / base.param_bytes
+        w_act * candidate.activation_bytes / base.activation_bytes
+        + w_par * candidate.param_bytes / base.param_bytes
     )
     return lam * acc - (1.0 - lam) * mem

@@ -24,12 +24,18 @@ architecture to a canonical form (cells without inputs or consumers dropped,
 survivors packed to the front, the two edges of a cell in a fixed order),
 so one network has one id, whatever list described it.
 
-Grow and trim (MemNAS section 3.1), on canonical networks:
+Grow and trim (MemNAS section 3.1, arXiv 1907.09569), on canonical networks:
 
-* grow: add the *same* new cell to every block: it reads the block's last
-  output cell (or the block input) through ``op1`` and, optionally, the same
-  representation or the block input through ``op2``, and becomes an output
-  in place of the cell it reads;
+* grow: add the *same* new cell to every block, enumerating, as MemNAS does,
+  every input position x layer type x connection method: each of its one or
+  two edges reads any representation ``r_0 .. r_n`` of the block (position
+  ``j`` is clamped to the block's last representation in shorter blocks, so
+  "the same cell" stays defined across blocks) through any layer of
+  :data:`CELL_OPS`, and the new cell joins the block output either in place
+  of the output cells it reads (``replace``: the block gets deeper) or beside
+  the existing outputs (``add``: the block gets wider). ``grow="last"`` keeps
+  the earlier, smaller set (the new cell reads the last output cell, the
+  second edge the same representation or the block input, ``replace`` only);
 * trim: within *one* block, replace one layer by the identity, or remove one
   edge; cells left without inputs, and cells whose outputs nobody reads any
   more, are dropped.
@@ -48,8 +54,8 @@ from torch import nn
 from hwnas.arch import Arch
 from hwnas.errors import SpaceError
 from hwnas.models.blocks import ConvBNAct
-from hwnas.spaces import SPACES
 from hwnas.spaces.base import SearchSpace
+from hwnas.spaces.registry import SPACES
 
 CELL_OPS: tuple[str, ...] = ("conv3x3", "conv1x1", "sep3x3", "maxpool3x3", "identity")
 FIELDS = 5  # in1, op1, in2, op2, out
@@ -127,12 +133,57 @@ class Move:
     detail: str
 
 
+#: How a grown cell joins the block output (see the module docstring).
+CONNECTIONS: tuple[str, ...] = ("replace", "add")
+#: The grow enumerations: MemNAS' full one, and the earlier last-output-only one.
+GROW_MODES: tuple[str, ...] = ("full", "last")
+
+
 def grow_candidates(
-    net: Network, max_cells: int, ops: Sequence[str] = CELL_OPS
+    net: Network, max_cells: int, ops: Sequence[str] = CELL_OPS, mode: str = "full"
 ) -> list[tuple[Network, Move]]:
-    """Every way of adding the same new cell to every block (none if a block is full)."""
+    """Every way of adding the same new cell to every block (none if a block is full).
+
+    Args:
+        mode: ``full`` (every input position x layer type x connection method,
+            MemNAS' grow step) or ``last`` (the new cell reads the last output
+            cell; the smaller set of earlier versions, kept to reproduce them).
+    """
+    if mode not in GROW_MODES:
+        raise SpaceError(f"unknown grow mode {mode!r}; use one of {', '.join(GROW_MODES)}")
     if any(len(b) >= max_cells for b in net):
         return []
+    if mode == "last":
+        return _grow_last(net, ops)
+    positions = range(max(len(b) for b in net) + 1)
+    edges = [(p, op) for p in positions for op in ops]
+    out: list[tuple[Network, Move]] = []
+    seen: set[Network] = set()
+    for a, (p1, op1) in enumerate(edges):
+        for second in [None, *edges[a:]]:  # an unordered pair of edges, or one edge
+            for conn in CONNECTIONS:
+                blocks = []
+                for b in net:
+                    i1 = min(p1, len(b))
+                    i2 = None if second is None else min(second[0], len(b))
+                    reads = {i1} if i2 is None else {i1, i2}
+                    cells = [
+                        replace(c, out=False) if conn == "replace" and i + 1 in reads else c
+                        for i, c in enumerate(b)
+                    ]
+                    op2 = ops[0] if second is None else second[1]
+                    cells.append(Cell(i1, op1, i2, op2, True))
+                    blocks.append(tuple(cells))
+                cand = normalise(blocks)
+                if cand not in seen:  # clamped positions and symmetric pairs coincide
+                    seen.add(cand)
+                    desc = f"{op1}@{p1}" + ("" if second is None else f"+{second[1]}@{second[0]}")
+                    out.append((cand, Move("grow", f"{desc} {conn}")))
+    return out
+
+
+def _grow_last(net: Network, ops: Sequence[str]) -> list[tuple[Network, Move]]:
+    """The earlier grow step: read the last output cell, ``replace`` only."""
     out: list[tuple[Network, Move]] = []
     seen: set[Network] = set()
     for second in ("same", "input", "none"):
@@ -185,12 +236,16 @@ def trim_candidates(net: Network) -> list[tuple[Network, Move]]:
 
 
 def grow_trim_candidates(
-    net: Network, max_cells: int, ops: Sequence[str] = CELL_OPS
+    net: Network, max_cells: int, ops: Sequence[str] = CELL_OPS, grow: str = "full"
 ) -> list[tuple[Network, Move]]:
-    """Grow and trim candidates of ``net``, each network once, ``net`` itself left out."""
+    """Grow and trim candidates of ``net``, each network once, ``net`` itself left out.
+
+    Args:
+        grow: the grow enumeration (:data:`GROW_MODES`, see :func:`grow_candidates`).
+    """
     seen = {net}
     out = []
-    for cand, move in grow_candidates(net, max_cells, ops) + trim_candidates(net):
+    for cand, move in grow_candidates(net, max_cells, ops, grow) + trim_candidates(net):
         if cand not in seen:
             seen.add(cand)
             out.append((cand, move))
