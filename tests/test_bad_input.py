@@ -234,6 +234,17 @@ CASES: list[tuple[list[str], str]] = [
     (["remote", "adb", "--device-opt", "repeats=-2"], "give a number >= 0"),
     (["remote", "adb", "--device-opt", "nonsense"], "KEY=VALUE"),
     (["remote", "ssh:me@host", "--ssh-option", "Host=x\nProxyCommand=sh"], "not an ssh option"),
+    # --- measurement quality (trust) options ---
+    ([*SAMPLE, "--canary-drift", "0"], "--canary-drift must be a number between 0 and 1"),
+    ([*SAMPLE, "--canary-drift", "2"], "--canary-drift must be a number between 0 and 1"),
+    ([*SAMPLE, "--interference-wait", "-1"], "--interference-wait must be"),
+    ([*SAMPLE, "--repeatability", "-1"], "--repeatability must be >= 0"),
+    (["repeatability", "--db", "{db}", "-n", "0"], "-n must be >= 1"),
+    (["repeatability", "--db", "{db}", "--seed", "-1"], "--seed must be"),
+    (["profile", "mobilenetv2", "--interleave", "0"], "--interleave must be >= 1"),
+    (["profile", "mobilenetv2", "--seed", "-1"], "--seed must be"),
+    (["compare", "{text}", "{text}", "--confidence", "1.5"], "--confidence must be a number"),
+    (["compare", "{text}", "{text}", "--plot", "{missing_dir}/c.png"], "does not exist"),
     # --- spaces ---
     (["spaces", "sample", "nb201", "-n", "0"], "-n must be >= 1"),
     (["spaces", "sample", "nb201", "-n", "99999999"], "only 15625 distinct"),

@@ -264,6 +264,16 @@ def fraction(text: str) -> float:
     return v
 
 
+def probability(text: str) -> float:
+    """A share or confidence level strictly between 0 and 1."""
+    v = fraction(text)
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be a number between 0 and 1 (exclusive), got {text}"
+        )
+    return v
+
+
 def finite_float(text: str) -> float:
     """Any finite number (weights of a reward may be negative)."""
     try:

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hwnas.commands import _common
 from hwnas.errors import ConfigError
 
 
@@ -32,7 +33,7 @@ def add_interference_options(p: Any) -> None:
     )
     p.add_argument(
         "--interference-wait",
-        type=float,
+        type=_common.fraction,
         default=60.0,
         metavar="S",
         help="longest pause of --interference wait before measuring anyway, flagged (default 60)",
@@ -83,7 +84,7 @@ def add_canary_options(p: Any) -> None:
     )
     p.add_argument(
         "--canary-drift",
-        type=float,
+        type=_common.probability,
         default=0.05,
         metavar="F",
         help="relative canary drift that flags the rows since the last good canary and "
@@ -91,7 +92,7 @@ def add_canary_options(p: Any) -> None:
     )
     p.add_argument(
         "--repeatability",
-        type=int,
+        type=_common.nonneg_int,
         default=None,
         metavar="N",
         help="re-measure N random rows at the end, in a new order, and store the noise ceiling "

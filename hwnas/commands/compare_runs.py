@@ -5,7 +5,14 @@
 
 from __future__ import annotations
 
-from hwnas.commands._common import console, err_console, print_json, table
+from hwnas.commands._common import (
+    console,
+    err_console,
+    out_file,
+    print_json,
+    probability,
+    table,
+)
 
 _COLORS = {"slower": "red", "faster": "green", "same": "default"}
 
@@ -109,7 +116,7 @@ def register(sub) -> None:
     p.add_argument("new", help="new run: a pytest-benchmark JSON file or an hwnas store")
     p.add_argument("--threshold", default="5%", help="tolerated change, a percentage (default 5%%)")
     p.add_argument(
-        "--confidence", type=float, default=0.95, help="two-sided CI level (default 0.95)"
+        "--confidence", type=probability, default=0.95, help="two-sided CI level (default 0.95)"
     )
     p.add_argument(
         "--model",
@@ -117,7 +124,9 @@ def register(sub) -> None:
         default=None,
         help="only this test/model (full name or test name; repeatable)",
     )
-    p.add_argument("--plot", metavar="FILE", help="write a figure of the ratios and their CIs")
+    p.add_argument(
+        "--plot", type=out_file, metavar="FILE", help="write a figure of the ratios and their CIs"
+    )
     p.add_argument(
         "--force", action="store_true", help="compare even runs from different devices or machines"
     )

@@ -10,9 +10,11 @@ from typing import Any
 from hwnas.commands._common import (
     add_measure_options,
     console,
+    count,
     err_console,
     print_json,
     progress,
+    seed,
     settings_from_args,
     table,
 )
@@ -145,13 +147,13 @@ def register(sub) -> None:
         ),
     )
     p.add_argument("--db", default="hwnas.db", help="SQLite file (default hwnas.db)")
-    p.add_argument("-n", type=int, default=50, help="architectures to re-measure (default 50)")
+    p.add_argument("-n", type=count, default=50, help="architectures to re-measure (default 50)")
     add_measure_options(p)
     p.set_defaults(device=None)
     p.add_argument(
         "--device-name", default=None, help="stored device name (default: the only one measured)"
     )
-    p.add_argument("--seed", type=int, default=0, help="which rows and in what order (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="which rows and in what order (default 0)")
     p.add_argument(
         "--exporter",
         choices=EXPORTERS,
