@@ -18,9 +18,7 @@ from hwnas.models.blocks import ClassifierHead, ConvBNAct, init_weights
 class Inception(nn.Module):
     """The four-branch Inception block."""
 
-    def __init__(
-        self, cin: int, c1: int, c3r: int, c3: int, c5r: int, c5: int, pool_proj: int
-    ):
+    def __init__(self, cin: int, c1: int, c3r: int, c3: int, c5r: int, c5: int, pool_proj: int):
         super().__init__()
         self.branch1 = ConvBNAct(cin, c1, 1)
         self.branch2 = nn.Sequential(ConvBNAct(cin, c3r, 1), ConvBNAct(c3r, c3, 3))
