@@ -328,10 +328,12 @@ def test_sampled_configs_are_deterministic_and_in_range():
     assert a[:50] == planned_kernels(50, seed=4)  # a larger -n extends, never reshuffles
     assert {k for k, _ in a} == set(SAMPLED_TYPES)
     for kind, cfg in a:
-        if kind == "conv":
-            hw, cin, cout, k, s, _ = cfg
-            assert hw in (7, 8, 14, 16, 28, 32, 56, 112, 224) and k in (1, 3, 5, 7) and s in (1, 2)
-            assert 3 <= cin <= 1280 and 8 <= cout <= 1280
+        if kind == "conv":  # drawn from the zoo's layers (SE convs run at 1x1) or the prior
+            hw, cin, cout, k, s, _ = cfg[:6]
+            assert 1 <= hw <= 224 and k in (1, 3, 5, 7) and s in (1, 2)
+            assert 3 <= cin <= 2048 and 1 <= cout <= 2048
+            if len(cfg) > 6:  # grouped: channels split evenly
+                assert cin % cfg[6] == 0 and cout % cfg[6] == 0
 
 
 def test_sample_kernels_stores_and_resumes(tmp_path):
@@ -349,9 +351,14 @@ def test_sample_kernels_stores_and_resumes(tmp_path):
         store, "cpu-ort", 2, seed=1, types=("add", "elementwise"), settings=fast, isolate=False
     )
     assert s2.measured == 0 and s2.skipped == 2
-    X, y = kernel_training_data(store, "cpu-ort")
+    X, y = kernel_training_data(store, "cpu-ort", source="rules")
     assert len(X) == 2 and all(isinstance(r, KernelRecord) for r in X) and (y > 0).all()
-    assert {r.type for r in X} <= {"add", "elementwise"}
+    assert {r.type for r in X} <= {"add", "elementwise"} and {r.reader for r in X} == {""}
+    # the kernels ORT runs were read and stored beside the rules' (the default source)
+    Xr, yr = kernel_training_data(store, "cpu-ort", networks=True)
+    assert len(Xr) == 2 and sorted(yr) == sorted(y)
+    readers = {k.reader for r in Xr for k in (r.kernels if isinstance(r, NetworkRecord) else [r])}
+    assert len(readers) == 1 and readers.pop().startswith("onnxruntime ")
     with pytest.raises(PredictorError, match="sample-kernels --device cpu-torch"):
         kernel_training_data(store, "cpu-torch")
     store.close()
