@@ -3,6 +3,7 @@ prior, resumable adaptive rounds and the honest report of never-sampled kernels.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 
@@ -243,3 +244,28 @@ def test_adaptive_rounds_are_planned_from_what_preceded_them_so_they_resume(tmp_
     plan1 = _adaptive_plan(store, "cpu-ort", 6, seed=2, types=None, round_=1)
     assert len(plan1) == 6 and plan1 != plan0
     store.close()
+
+
+# ---- LiteRT: the .tflite operators are the kernels ----------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.tflite
+@pytest.mark.skipif(
+    importlib.util.find_spec("litert_torch") is None
+    or importlib.util.find_spec("ai_edge_litert") is None,
+    reason="needs the tflite extra (litert-torch, ai-edge-litert)",
+)
+def test_litert_kernels_are_the_tflite_operators(tmp_path, resblock_onnx):
+    from hwnas.export import to_tflite
+    from hwnas.predictors.kernels.runtime import LITERT_READER, litert_kernels
+
+    torch.manual_seed(0)
+    art = to_tflite(_ResBlock().eval(), (1, 8, 16, 16), label="res", cache_dir=tmp_path)
+    ks = litert_kernels(art.path)
+    convs = [k for k in ks if k.type == "conv"]
+    assert len(convs) == 3 and all(k.reader == LITERT_READER for k in ks)
+    assert (convs[0].cin, convs[0].cout, convs[0].h, convs[0].k) == (8, 16, 16, 3)
+    assert ks[-1].type == "fc" and ks[-1].cin == 16 and ks[-1].cout == 10
+    got = read_kernels(resblock_onnx, runtime="litert", tflite=art.path)
+    assert got.source == "runtime" and got.reader == LITERT_READER
