@@ -574,8 +574,9 @@ class KernelPredictor(Predictor):
         """A ``coverage`` interval around a model's predicted total, and what it rests on.
 
         Split-conformal on the log-ratio of the calibration networks' measured
-        to predicted latency, each predicted by a calibration fitted without it
-        (cross-fitted): the ``(1 - c)/2`` and ``(1 + c)/2`` order statistics,
+        to predicted latency: networks held out of training when the predictor
+        was calibrated (``Predictor.calibrate``), else each network predicted by
+        a calibration fitted without it (cross-fitted). The ``(1 - c)/2`` and ``(1 + c)/2`` order statistics,
         ``inf``/0 when there are too few networks for ``coverage``. It covers
         models like the calibration networks; the share of the total predicted
         by fallbacks (never-sampled kernels) is widened to half / double on
@@ -585,6 +586,10 @@ class KernelPredictor(Predictor):
             ``(low_ms, high_ms, basis)``; ``(nan, nan, why)`` without calibration networks.
         """
         r = self.network_log_residuals
+        what = "cross-fitted on"
+        held = getattr(self, "_conformal", None)  # Predictor.calibrate on held-out networks
+        if held is not None and (self.meta.get("calibration") or {}).get("score", "log") == "log":
+            r, what = np.asarray(held, dtype=np.float64), "split-conformal on"
         n = int(r.size)
         if n == 0:
             return (
@@ -600,7 +605,7 @@ class KernelPredictor(Predictor):
         lo = total_ms * math.exp(r[k_lo - 1]) if k_lo >= 1 else 0.0
         lo = max(0.0, lo - 0.5 * fallback_ms)
         hi = hi + fallback_ms
-        basis = f"{coverage:.0%}, cross-fitted on {n} calibration networks"
+        basis = f"{coverage:.0%}, {what} {n} calibration networks"
         if fallback_ms > 0:
             basis += f", widened for {fallback_ms:.3f} ms predicted by fallbacks"
         return lo, hi, basis
