@@ -595,8 +595,8 @@ class KernelPredictor(Predictor):
             return (
                 math.nan,
                 math.nan,
-                "no interval: the predictor was trained without calibration networks "
-                "(`hwnas sample-kernels --networks 40`)",
+                "no interval: the predictor was trained on fewer than 8 calibration networks "
+                "(measure more with `hwnas sample-kernels --networks 40` and retrain)",
             )
         lo_q, hi_q = (1 - coverage) / 2, (1 + coverage) / 2
         k_hi = math.ceil((n + 1) * hi_q)
