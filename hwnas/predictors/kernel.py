@@ -441,8 +441,8 @@ class KernelPredictor(Predictor):
 
         A kernel whose type (or element-wise op) was never sampled is predicted
         by a related regressor (:data:`FALLBACKS`) and its note says so; a
-        convolution with a residual sum fused in (ONNX Runtime's NCHWc conv)
-        is predicted as its conv plus an add.
+        convolution with a residual sum fused in (ONNX Runtime's NCHWc conv),
+        unless such convolutions were sampled, is predicted as its conv plus an add.
 
         Raises:
             PredictorError: untrained predictor.
@@ -452,8 +452,10 @@ class KernelPredictor(Predictor):
             raise PredictorError("the kernel predictor is not trained; call fit() or load a file")
         parts: list[tuple[int, KernelRecord, str]] = []  # (kernel index, record, regressor)
         regs, notes = [], []
+        sampled_ops = self.meta.get("sampled_ops") or {}
         for i, r in enumerate(recs):
-            if r.op == "conv+sum" and r.type in ("conv", "dwconv"):
+            fused_sum_sampled = "conv+sum" in sampled_ops.get(r.type, ())
+            if r.op == "conv+sum" and r.type in ("conv", "dwconv") and not fused_sum_sampled:
                 conv = replace(r, op="", n_inputs=1)
                 add = KernelRecord(
                     "add", h=r.out_h, w=r.out_w, cin=r.cout, cout=r.cout, out_h=r.out_h,
