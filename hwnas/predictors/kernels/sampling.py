@@ -102,9 +102,10 @@ ACTS: dict[str, Callable[[], nn.Module] | None] = {
 }
 # Element-wise kernels the zoo's runtimes execute on their own: activations
 # ORT/LiteRT do not fuse, SE's gating multiply, ShuffleNet's channel shuffle
-# (a transpose) and channel split.
+# (a transpose) and channel split. Not SiLU: it exports as two ONNX nodes, so
+# the rules see two kernels (ORT fuses them into one QuickGelu).
 ELEMENTWISE_OPS = (
-    "relu", "relu6", "sigmoid", "hswish", "mul", "hsigmoid", "silu", "transpose", "split",
+    "relu", "relu6", "sigmoid", "hswish", "mul", "hsigmoid", "transpose", "split",
 )  # fmt: skip
 EMPIRICAL_SHARE = 0.7
 
