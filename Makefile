@@ -22,7 +22,7 @@ $(VENV)/.full: pyproject.toml $(VENV)/.base
 	touch $@
 
 demo: $(VENV)/.base
-	$(BIN)/hwnas profile all --db hwnas-demo.db --plot flops_vs_latency.png
+	$(BIN)/hwnas profile demo --db hwnas-demo.db --plot flops_vs_latency.png
 
 test: $(VENV)/.full
 	$(BIN)/pytest -q

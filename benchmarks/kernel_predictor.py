@@ -1,29 +1,38 @@
-"""nn-Meter-style ``kernel`` predictor on this machine: kernels measured alone -> zoo models.
+"""nn-Meter-style ``kernel`` predictor on this machine: kernels measured alone -> the unseen zoo.
 
-Steps (each resumable; the database keeps every measurement):
+Per device (``--devices cpu-ort,cpu-litert``; an ``adb:SERIAL`` phone works the same way,
+its kernels pushed as .tflite files):
 
-1. ``sample_kernels``: ``--n`` kernels from the prior of real networks, plus
+1. ``sample_kernels``: ``--n`` kernels from the empirical prior (the zoo's and
+   the spaces' layer configurations, perturbed, plus a parametric share), plus
    ``--networks`` random calibration networks (never zoo models), plus
-   ``--adaptive`` kernels around the worst-predicted ones, measured on
-   ``--device`` with a short budget per kernel. The wall time is reported.
-2. Per-kernel-type accuracy on held-out kernels: the regressors are trained
-   on a random 80 % of the single-kernel measurements and predict the other
-   20 % (stand-alone latency); the table gives MAPE and the share within
-   +-10 % (nn-Meter's metric).
-3. Calibration on held-out networks: same split over calibration networks.
-4. The zoo: a predictor trained on everything predicts each zoo model
-   (which it never saw, neither as kernels in context nor whole) and the
-   models are measured on the same device; the table gives measured median,
-   the plain sum of stand-alone kernel predictions, the calibrated prediction
-   and their errors.
+   ``--rounds`` adaptive rounds of ``--adaptive`` kernels around the
+   worst-predicted ones; resumable (each device has its own database).
+   Every measurement stores the kernels the hand-written rules see *and* the
+   kernels the runtime executes (ORT's optimised graph, the .tflite operators).
+2. Per-kernel-type accuracy on held-out kernels (runtime-read kernels).
+3. Calibration on held-out calibration networks.
+4. The zoo, measured *interleaved*: ``--zoo-rounds`` rounds, each visiting every
+   model on every device in turn, the median of the round medians kept, so the
+   machine's drift hits every model and device alike. Two predictors per
+   device, trained only on kernels and calibration networks (never on the zoo):
+   hand-written rules vs runtime-read kernels, side by side, with every
+   never-sampled kernel counted.
 
-Run:  .venv/bin/python benchmarks/kernel_predictor.py [--db benchmarks/out/kernels_cpu-ort.db]
-      [--n 1000] [--networks 60] [--adaptive 0] [--device cpu-ort] [--seed 0]
-      [--models all] [--remeasure] [--out predictor.npz]
+Reported: per zoo model measured and predicted latency and error for both
+kernel sources; per device and source the share within +-10 % (target >= 80 %),
+the largest error (target <= 20 %), crashes (target none), Spearman over the
+zoo (target >= 0.95), the prediction time per model (target < 50 ms, reading
+the runtime's graph included; the .tflite conversion of a torch model is not
+counted: a user predicting a .tflite file has it already) and how many
+kernel measurements it took.
 
-The machine may be shared: the device's medians are robust to a few slow runs,
-but a heavily loaded machine shifts every latency; compare the figures only
-with runs made in the same conditions.
+Run (a quiet machine; this is timing work):
+  .venv/bin/python benchmarks/kernel_predictor.py --devices cpu-ort,cpu-litert \
+      --n 1500 --networks 60 --adaptive 150 --rounds 3 --zoo-rounds 5
+Smoke (not a figure):
+  .venv/bin/python benchmarks/kernel_predictor.py --devices cpu-ort --n 12 --networks 3 \
+      --budget 0.05 --models cifar_resnet20 --zoo-rounds 1 --zoo-budget 0.2 --db-dir /tmp/kp
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +51,8 @@ from hwnas.predictors.kernels.campaign import kernel_training_data, sample_kerne
 from hwnas.profilers.latency import MeasureSettings
 from hwnas.store import Store
 
-ZOO_SETTINGS = MeasureSettings(budget_s=6.0, min_runs=20, max_runs=2000, rel_ci=0.005)
+ZOO_SETTINGS = MeasureSettings(budget_s=4.0, min_runs=20, max_runs=2000, rel_ci=0.005)
+SOURCES = ("rules", "runtime")
 
 
 def _split(n: int, rng: np.random.Generator, share: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
@@ -113,152 +124,210 @@ def network_accuracy(X: list, y: np.ndarray, seed: int, forest: str) -> list[tup
     return rows
 
 
-def measure_zoo(store: Store, device_name: str, models: list[str], remeasure: bool) -> dict:
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def measure_zoo_interleaved(
+    stores: dict[str, Store], models: list[str], rounds: int, settings: MeasureSettings
+) -> tuple[dict, dict]:
+    """Median of per-round medians of every (model, device), rounds interleaved over both.
+
+    Returns:
+        ``(artifacts, medians)``: model -> ONNX artifact; (model, device) -> ms.
+    """
     import torch
 
     from hwnas.devices.isolated import IsolatedDevice
     from hwnas.export import to_onnx
     from hwnas.models import create_model, model_input_shape
 
-    out = {}
-    dev = None
+    arts = {}
+    for name in models:
+        torch.manual_seed(0)
+        arts[name] = to_onnx(
+            create_model(name), model_input_shape(name), label=name,
+            source={"kind": "zoo", "name": name},
+        )  # fmt: skip
+    devs = {d: IsolatedDevice(d) for d in stores}
+    per_round: dict[tuple[str, str], list[float]] = {}
     try:
-        for name in models:
-            torch.manual_seed(0)
-            shape = model_input_shape(name)
-            art = to_onnx(
-                create_model(name), shape, label=name, source={"kind": "zoo", "name": name}
-            )
-            arch = Arch("zoo", (name,))
-            rows = [
-                r
-                for r in store.measurements(device=device_name, space="zoo", with_samples=False)
-                if r["arch_id"] == arch.id
-            ]
-            if rows and not remeasure:
-                r = rows[-1]
-                out[name] = (art, r["median_ms"], r["iqr_ms"])
-                continue
-            if dev is None:
-                dev = IsolatedDevice(device_name)
-            m = dev.measure(art, ZOO_SETTINGS)
-            store.add_device(m.device, m.environment)
-            store.add_arch(arch, label=name)
-            store.add_artifact(art, arch.id)
-            store.add_measurement(arch.id, m, shape)
-            out[name] = (art, m.median, m.stats.iqr)
+        for r in range(rounds):
+            for name in models:
+                for d, dev in devs.items():
+                    m = dev.measure(arts[name], settings)
+                    st = stores[d]
+                    arch = Arch("zoo", (name,))
+                    st.add_device(m.device, m.environment)
+                    st.add_arch(arch, label=name)
+                    st.add_artifact(arts[name], arch.id)
+                    m.extra["interleaved_round"] = r
+                    st.add_measurement(arch.id, m, arts[name].input_shape)
+                    per_round.setdefault((name, d), []).append(m.median)
+            print(f"  zoo round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
     finally:
-        if dev is not None:
+        for dev in devs.values():
             dev.close()
-    return out
+    return arts, {k: float(np.median(v)) for k, v in per_round.items()}
 
 
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.1f}%"
+def predict_zoo_model(pred: KernelPredictor, art) -> tuple[float, int, int, float]:
+    """(predicted ms, kernels, never-sampled kernels, prediction seconds) of one zoo model.
+
+    A LiteRT predictor on runtime kernels reads the model's .tflite (converted
+    and cached beforehand, outside the timed part).
+    """
+    tfl = None
+    if pred.meta.get("runtime") == "litert" and pred.meta.get("kernel_source") == "runtime":
+        from hwnas.export.tflite import ensure_tflite
+
+        tfl = ensure_tflite(art).path
+    t0 = time.perf_counter()
+    if pred.meta.get("kernel_source") == "runtime":
+        kernels = pred.read_kernels(art.path, art.input_shape, tflite=tfl).kernels
+    else:
+        from hwnas.predictors.kernels.detect import detect_kernels
+
+        kernels = detect_kernels(art.path, art.shapes_dict())
+    rows = pred.explain(kernels)
+    total = float(sum(r.in_model_ms for r in rows) + pred.model_overhead_ms)
+    dt = time.perf_counter() - t0
+    return total, len(rows), sum(1 for r in rows if not r.sampled), dt
+
+
+def _spearman(a: list[float], b: list[float]) -> float:
+    from scipy import stats
+
+    if len(a) < 3:
+        return float("nan")
+    return float(stats.spearmanr(a, b).statistic)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--db", default="benchmarks/out/kernels_cpu-ort.db")
-    ap.add_argument("--device", default="cpu-ort")
-    ap.add_argument("--n", type=int, default=1000, help="prior-sampled kernels (default 1000)")
+    ap.add_argument("--devices", default="cpu-ort,cpu-litert", help="comma-separated devices")
+    ap.add_argument("--db-dir", default="benchmarks/out", help="one kernels_<device>.db each")
+    ap.add_argument("--n", type=int, default=1500, help="prior-sampled kernels (default 1500)")
     ap.add_argument("--networks", type=int, default=60, help="calibration networks (default 60)")
-    ap.add_argument("--adaptive", type=int, default=0, help="adaptive extra kernels (default 0)")
+    ap.add_argument("--adaptive", type=int, default=150, help="kernels per adaptive round")
+    ap.add_argument("--rounds", type=int, default=3, help="adaptive rounds (default 3)")
+    ap.add_argument("--types", default=None, help="restrict sampled kernel types (smoke tests)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--forest", default="rf", choices=["rf", "gbdt"])
     ap.add_argument("--budget", type=float, default=0.5, help="seconds per kernel (default 0.5)")
     ap.add_argument("--models", default="all", help="zoo models, comma-separated (default all)")
-    ap.add_argument("--remeasure", action="store_true", help="measure the zoo models again")
-    ap.add_argument("--skip-sampling", action="store_true", help="use what the database holds")
-    ap.add_argument("--out", default=None, help="save the final predictor (.npz)")
+    ap.add_argument("--zoo-rounds", type=int, default=5, help="interleaved zoo rounds")
+    ap.add_argument("--zoo-budget", type=float, default=4.0, help="seconds per zoo measurement")
+    ap.add_argument("--skip-sampling", action="store_true", help="use what the databases hold")
+    ap.add_argument("--out", default=None, help="save the runtime predictors as OUT_<device>.npz")
     args = ap.parse_args(argv)
 
-    from dataclasses import replace
-
-    from hwnas.models import list_models
+    from hwnas.models import list_models, model_info
     from hwnas.predictors.kernels.campaign import KERNEL_SETTINGS
 
-    Path(args.db).parent.mkdir(parents=True, exist_ok=True)
-    store = Store(args.db)
-    if not args.skip_sampling:
-        done = [0]
+    devices = [d for d in args.devices.split(",") if d]
+    types = tuple(args.types.split(",")) if args.types else None
+    Path(args.db_dir).mkdir(parents=True, exist_ok=True)
+    stores = {d: Store(Path(args.db_dir) / f"kernels_{d.replace(':', '_')}.db") for d in devices}
+    preds: dict[tuple[str, str], KernelPredictor] = {}
+    counts: dict[tuple[str, str], tuple[int, int]] = {}
+    for d in devices:
+        store = stores[d]
+        print(f"\n=== {d} ===")
+        if not args.skip_sampling:
 
-        def tick(what: str, label: str, status: str) -> None:
-            done[0] += 1
-            if done[0] % 25 == 0:
-                print(f"  {done[0]} items, last {label}: {status}", file=sys.stderr, flush=True)
+            def tick(what: str, label: str, status: str, done: list[int] = [0]) -> None:  # noqa: B006
+                done[0] += 1  # a per-device counter: tick is redefined for each device
+                if done[0] % 25 == 0:
+                    print(f"  {done[0]} items, last {label}: {status}", file=sys.stderr, flush=True)
 
-        s = sample_kernels(
-            store,
-            args.device,
-            args.n,
-            seed=args.seed,
-            networks=args.networks,
-            adaptive=args.adaptive,
-            settings=replace(KERNEL_SETTINGS, budget_s=args.budget),
-            on_progress=tick,
-        )
-        print(
-            f"sampling: {s.measured} kernels and {s.networks_measured} networks measured now, "
-            f"{s.skipped} already stored, {s.failed} failed, in {s.seconds:.0f} s "
-            f"({s.seconds / max(1, s.measured + s.networks_measured):.1f} s per item incl. export)"
-        )
-        for f in s.failures[:5]:
-            print(f"  failed: {f}")
-
-    X, y = kernel_training_data(store, args.device)
-    n_single = sum(1 for r in X if not isinstance(r, NetworkRecord))
-    print(f"\ntraining data on {args.device}: {n_single} kernels, {len(X) - n_single} networks")
-
-    print("\nPer kernel type, held-out 20% of kernels (stand-alone latency):")
-    print(f"{'type':<12}{'train':>7}{'test':>6}{'MAPE':>8}{'+-10%':>8}{'median ms':>11}")
-    for t, ntr, nte, mape, acc, med in per_type_accuracy(X, y, args.seed, args.forest):
-        med_s = "-" if med is None else f"{med:.4f}"
-        print(f"{t:<12}{ntr:>7}{nte:>6}{_pct(mape):>8}{_pct(acc):>8}{med_s:>11}")
-
-    nets = network_accuracy(X, y, args.seed, args.forest)
-    if nets is not None:
-        print(f"\nCalibration networks, held-out {nets[0][2]} (calibration fit on {nets[0][1]}):")
-        print(f"{'calibration':<14}{'MAPE':>8}{'+-10%':>8}")
-        for cal, _, _, mape, acc in nets:
-            print(f"{cal:<14}{_pct(mape):>8}{_pct(acc):>8}")
-
-    t0 = time.perf_counter()
-    preds = {cal: _predictor(args.forest, args.seed, cal).fit(X, y) for cal in CALIBRATIONS}
-    fit_s = time.perf_counter() - t0
-    final = preds["scale"]
-    cal_txt = ", ".join(f"{t} x{v:.2f}" for t, v in sorted(final.calibration.items()))
-    print(
-        f"\nfinal predictors: fit in {fit_s:.1f} s (all three); 'scale' calibration: {cal_txt}; "
-        f"per kernel {final.kernel_overhead_ms * 1e3:+.1f} us, per model {final.model_overhead_ms:+.3f} ms"
-    )
-    if args.out:
-        final.save(args.out)
-        print(f"saved {args.out} ('scale' calibration)")
+            s = sample_kernels(
+                store, d, args.n, seed=args.seed, types=types, networks=args.networks,
+                adaptive=args.adaptive, rounds=args.rounds,
+                settings=replace(KERNEL_SETTINGS, budget_s=args.budget), on_progress=tick,
+            )  # fmt: skip
+            print(
+                f"sampling: {s.measured} kernels and {s.networks_measured} networks measured now, "
+                f"{s.skipped} already stored, {s.failed} failed, adaptive rounds {s.rounds}, "
+                f"in {s.seconds:.0f} s"
+            )
+            for f in s.failures[:5]:
+                print(f"  failed: {f}")
+        for src in SOURCES:
+            try:
+                X, y = kernel_training_data(store, d, source=src)
+            except Exception as exc:  # a source the database lacks is reported, not fatal
+                print(f"{src}: no training data ({exc})")
+                continue
+            n_single = sum(1 for r in X if not isinstance(r, NetworkRecord))
+            counts[(d, src)] = (n_single, len(X) - n_single)
+            print(f"\n{src} kernels on {d}: {n_single} kernel measurements, "
+                  f"{len(X) - n_single} networks")  # fmt: skip
+            if src == "runtime" and n_single >= 10:
+                print(
+                    f"{'type':<12}{'train':>7}{'test':>6}{'MAPE':>8}{'+-10%':>8}{'median ms':>11}"
+                )
+                for t, ntr, nte, mape, acc, med in per_type_accuracy(X, y, args.seed, args.forest):
+                    med_s = "-" if med is None else f"{med:.4f}"
+                    print(f"{t:<12}{ntr:>7}{nte:>6}{_pct(mape):>8}{_pct(acc):>8}{med_s:>11}")
+                nets = network_accuracy(X, y, args.seed, args.forest)
+                for cal, ntr, nte, mape, acc in nets or []:
+                    print(f"  networks held out {nte} (fit {ntr}), calibration {cal:<12}"
+                          f" MAPE {_pct(mape)}  +-10% {_pct(acc)}")  # fmt: skip
+            preds[(d, src)] = _predictor(args.forest, args.seed, "scale").fit(X, y)
+            if args.out and src == "runtime":
+                path = f"{args.out}_{d.replace(':', '_')}.npz"
+                preds[(d, src)].save(path)
+                print(f"saved {path}")
 
     models = list_models() if args.models == "all" else args.models.split(",")
-    zoo = measure_zoo(store, args.device, models, args.remeasure)
-    print(f"\nZoo models on {args.device} (never seen in training); predicted ms (error):")
-    head = "".join(f"{c:>22}" for c in ("sum alone", "calibrated: scale", "scale+bytes"))
-    print(f"{'model':<16}{'kernels':>8}{'measured ms':>13}{'IQR':>8}{head}")
-    within = {cal: 0 for cal in CALIBRATIONS}
-    for name, (art, med, iqr) in zoo.items():
-        n_k = len(final.breakdown(art.path))
-        cells = ""
-        for cal in CALIBRATIONS:
-            p = preds[cal].predict_model(art.path)
-            e = p / med - 1
-            within[cal] += abs(e) <= 0.10
-            cells += f"{p:>13.3f} ({100 * e:+5.1f}%)"
-        print(f"{name:<16}{n_k:>8}{med:>13.3f}{iqr:>8.3f}{cells}")
-    t1 = time.perf_counter()
-    for _name, (art, _, _) in zoo.items():
-        final.predict_model(art.path)
-    per_model = (time.perf_counter() - t1) / max(1, len(zoo)) * 1e3
-    print(f"\nprediction time: {per_model:.0f} ms per model (ONNX load, kernel detection, trees)")
-    for cal in CALIBRATIONS:
-        print(f"{within[cal]}/{len(zoo)} zoo models within +-10% with calibration '{cal}'")
-    store.close()
+    print(f"\nmeasuring {len(models)} zoo models on {', '.join(devices)}, "
+          f"{args.zoo_rounds} interleaved rounds", file=sys.stderr)  # fmt: skip
+    zoo_settings = replace(ZOO_SETTINGS, budget_s=args.zoo_budget)
+    arts, measured = measure_zoo_interleaved(stores, models, args.zoo_rounds, zoo_settings)
+
+    for d in devices:
+        print(f"\nZoo on {d} (never seen in training): measured ms, predicted ms (error), "
+              "kernels / never sampled")  # fmt: skip
+        cols = "".join(f"{src:>30}" for src in SOURCES)
+        print(f"{'model':<18}{'family':<13}{'measured':>10}{cols}")
+        res: dict[str, list] = {src: [] for src in SOURCES}
+        for name in models:
+            med = measured[(name, d)]
+            cells = ""
+            for src in SOURCES:
+                p = preds.get((d, src))
+                if p is None:
+                    cells += f"{'-':>30}"
+                    continue
+                try:
+                    val, nk, nu, dt = predict_zoo_model(p, arts[name])
+                except Exception as exc:  # the target is "no crash": count and show it
+                    res[src].append((name, med, None, 0.0))
+                    cells += f"{'CRASH ' + type(exc).__name__:>30}"
+                    continue
+                res[src].append((name, med, val, dt))
+                cells += f"{val:>10.3f} ({100 * (val / med - 1):+6.1f}%) {nk:>4}/{nu:<3}"
+            print(f"{name:<18}{model_info(name).family:<13}{med:>10.3f}{cells}")
+        for src in SOURCES:
+            n_k, n_n = counts.get((d, src), (0, 0))
+            rows = res[src]
+            if not rows:
+                continue
+            ok = [r for r in rows if r[2] is not None]
+            errs = np.asarray([r[2] / r[1] - 1 for r in ok]) if ok else np.zeros(0)
+            within = int(np.sum(np.abs(errs) <= 0.10))
+            worst = float(np.max(np.abs(errs))) if len(errs) else float("nan")
+            rho = _spearman([r[1] for r in ok], [r[2] for r in ok])
+            ms = 1e3 * max((r[3] for r in ok), default=0.0)
+            print(
+                f"{d} {src:<8}: {within}/{len(rows)} within +-10% (target >= 80%), "
+                f"worst {100 * worst:.1f}% (target <= 20%), {len(rows) - len(ok)} crashes, "
+                f"Spearman {rho:.3f} (target >= 0.95), slowest prediction {ms:.0f} ms "
+                f"(target < 50 ms); {n_k} kernel + {n_n} network measurements"
+            )
+    for st in stores.values():
+        st.close()
     return 0
 
 

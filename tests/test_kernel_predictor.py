@@ -203,7 +203,7 @@ def _synthetic(n: int, seed: int = 0) -> tuple[list[KernelRecord], np.ndarray]:
     recs = []
     for kind, cfg in planned_kernels(n, seed, ("conv", "dwconv", "add")):
         if kind == "conv":
-            hw, cin, cout, k, s, act = cfg
+            hw, cin, cout, k, s, act = cfg[:6]
             o = math.ceil(hw / s)
             recs.append(KernelRecord("conv", hw, hw, cin, cout, k, s, 1, o, o, act))
         elif kind == "dwconv":
@@ -284,16 +284,36 @@ def test_calibration_learns_in_model_scale_from_networks(tmp_path):
     ]
 
 
-def test_unknown_kernel_type_names_the_fix():
+def test_unsampled_kernel_type_is_reported_with_its_fallback_not_zero(tmp_path):
     recs, y = _synthetic(60)
     p = KernelPredictor(n_estimators=5).fit(recs, y)
+    assert "se" not in p.types and "reorder" not in p.types
     se = KernelRecord("se", 7, 7, 96, 96, out_h=7, out_w=7, mid=24)
-    with pytest.raises(PredictorError, match="sample-kernels --types se"):
-        p.predict([se])
+    reorder = KernelRecord("reorder", 28, 28, 64, 64, out_h=28, out_w=28, op="ReorderInput")
+    rows = p.explain([recs[0], se, reorder])
+    assert rows[0].sampled and rows[0].regressor == recs[0].type
+    for row, kind in zip(rows[1:], ("se", "reorder"), strict=True):
+        assert not row.sampled and f"type {kind} never sampled" in row.note
+        assert row.regressor in p.types and row.regressor != kind
+        assert row.alone_ms > 0 and np.isfinite(row.alone_ms)  # never silently 0
+    # the fallback and its note survive a save/load round trip
+    again = load_predictor(p.save(tmp_path / "k.npz"))
+    assert [r.note for r in again.explain([se, reorder])] == [r.note for r in rows[1:]]
     with pytest.raises(PredictorError, match="not trained"):
         KernelPredictor().predict_kernels(recs[:2])
     with pytest.raises(PredictorError, match="positive"):
         KernelPredictor().fit(recs[:3], [1.0, 0.0, 2.0])
+
+
+def test_unsampled_elementwise_op_is_reported():
+    recs, y = _synthetic(60)
+    ew = [KernelRecord("elementwise", 14, 14, 32, 32, out_h=14, out_w=14, op="Sigmoid")] * 6
+    p = KernelPredictor(n_estimators=5).fit(recs + ew, np.concatenate([y, np.full(6, 0.01)]))
+    (known, unknown) = p.explain(
+        [ew[0], KernelRecord("elementwise", 14, 14, 32, 32, out_h=14, out_w=14, op="Transpose")]
+    )
+    assert known.sampled
+    assert "op Transpose never sampled" in unknown.note and unknown.alone_ms > 0
 
 
 # ---- sampling and the store ------------------------------------------------------------------
@@ -308,10 +328,12 @@ def test_sampled_configs_are_deterministic_and_in_range():
     assert a[:50] == planned_kernels(50, seed=4)  # a larger -n extends, never reshuffles
     assert {k for k, _ in a} == set(SAMPLED_TYPES)
     for kind, cfg in a:
-        if kind == "conv":
-            hw, cin, cout, k, s, _ = cfg
-            assert hw in (7, 8, 14, 16, 28, 32, 56, 112, 224) and k in (1, 3, 5, 7) and s in (1, 2)
-            assert 3 <= cin <= 1280 and 8 <= cout <= 1280
+        if kind == "conv":  # drawn from the zoo's layers (SE convs run at 1x1) or the prior
+            hw, cin, cout, k, s, _ = cfg[:6]
+            assert 1 <= hw <= 224 and k in (1, 3, 5, 7) and s in (1, 2)
+            assert 3 <= cin <= 2048 and 1 <= cout <= 2048
+            if len(cfg) > 6:  # grouped: channels split evenly
+                assert cin % cfg[6] == 0 and cout % cfg[6] == 0
 
 
 def test_sample_kernels_stores_and_resumes(tmp_path):
@@ -329,9 +351,14 @@ def test_sample_kernels_stores_and_resumes(tmp_path):
         store, "cpu-ort", 2, seed=1, types=("add", "elementwise"), settings=fast, isolate=False
     )
     assert s2.measured == 0 and s2.skipped == 2
-    X, y = kernel_training_data(store, "cpu-ort")
+    X, y = kernel_training_data(store, "cpu-ort", source="rules")
     assert len(X) == 2 and all(isinstance(r, KernelRecord) for r in X) and (y > 0).all()
-    assert {r.type for r in X} <= {"add", "elementwise"}
+    assert {r.type for r in X} <= {"add", "elementwise"} and {r.reader for r in X} == {""}
+    # the kernels ORT runs were read and stored beside the rules' (the default source)
+    Xr, yr = kernel_training_data(store, "cpu-ort", networks=True)
+    assert len(Xr) == 2 and sorted(yr) == sorted(y)
+    readers = {k.reader for r in Xr for k in (r.kernels if isinstance(r, NetworkRecord) else [r])}
+    assert len(readers) == 1 and readers.pop().startswith("onnxruntime ")
     with pytest.raises(PredictorError, match="sample-kernels --device cpu-torch"):
         kernel_training_data(store, "cpu-torch")
     store.close()

@@ -73,13 +73,13 @@ def resolve_model(name: str, input_shape: str | None = None) -> ResolvedModel:
 
 
 def expand_models(names: Sequence[str]) -> list[str]:
-    """``all`` stands for every zoo model."""
+    """``all`` stands for every zoo model, ``demo`` for the short set ``make demo`` profiles."""
     out: list[str] = []
     for n in names:
-        if n == "all":
+        if n in ("all", "demo"):
             from hwnas.models import list_models
 
-            out.extend(list_models())
+            out.extend(list_models(demo=n == "demo"))
         else:
             out.append(n)
     return out

@@ -14,6 +14,7 @@ from hwnas.commands._common import (
     input_shape,
     nonneg_int,
     print_json,
+    probability,
     progress,
     resolve_model,
     seed,
@@ -37,8 +38,8 @@ def run_sample(args) -> int:
     )
     from hwnas.store import Store
 
-    if args.n < 0 or args.networks < 0 or args.adaptive < 0:
-        raise ConfigError("-n, --networks and --adaptive must be >= 0")
+    if args.n < 0 or args.networks < 0 or args.adaptive < 0 or args.rounds < 0:
+        raise ConfigError("-n, --networks, --adaptive and --rounds must be >= 0")
     if args.budget is not None and args.budget <= 0:
         raise ConfigError(f"--budget must be > 0 seconds, got {args.budget}")
     types = _types(args.types)
@@ -49,7 +50,7 @@ def run_sample(args) -> int:
 
         settings = replace(settings, budget_s=args.budget)
         net_settings = replace(net_settings, budget_s=max(args.budget, net_settings.budget_s))
-    total = args.n + args.networks + args.adaptive
+    total = args.n + args.networks + args.adaptive * args.rounds
     store = Store(args.db)
     try:
         with progress(total, f"kernels on {args.device}", enabled=not args.json) as bar:
@@ -65,6 +66,7 @@ def run_sample(args) -> int:
                 types=types,
                 networks=args.networks,
                 adaptive=args.adaptive,
+                rounds=args.rounds,
                 settings=settings,
                 network_settings=net_settings,
                 threads=args.threads,
@@ -106,48 +108,163 @@ def run_sample(args) -> int:
     return 0 if summary.failed == 0 else 1
 
 
-def run_show(args) -> int:
-    from hwnas.predictors.kernels.detect import detect_kernels
+def model_report(model_arg: str, predictor_file: str | None, input_shape: str | None = None,
+                 coverage: float = 0.9) -> dict:  # fmt: skip
+    """A model's kernels (as its predictor reads them) and, with a predictor, their latencies.
 
-    model = resolve_model(args.model, args.input_shape)
-    kernels = detect_kernels(model.artifact.path, model.artifact.shapes_dict())
+    Used by ``hwnas kernels`` and by ``hwnas predict MODEL.onnx --predictor K.npz``
+    when K is a ``kernel`` predictor: the total, an interval, and per kernel
+    the regressor used and what was never sampled.
+    """
+    from hwnas.predictors.kernels.runtime import read_kernels
+
+    model = resolve_model(model_arg, input_shape)
+    shape = model.artifact.input_shape
     pred = None
-    if args.predictor:
+    if predictor_file:
         from hwnas.predictors import load_predictor
         from hwnas.predictors.kernel import KernelPredictor
 
-        p = load_predictor(args.predictor)
-        if not isinstance(p, KernelPredictor):
+        pred = load_predictor(predictor_file)
+        if not isinstance(pred, KernelPredictor):
             raise ConfigError(
-                f"{args.predictor} is a '{p.name}' predictor; --predictor needs a 'kernel' one"
+                f"{predictor_file} is a '{pred.name}' predictor; --predictor needs a 'kernel' one"
             )
-        pred = p.breakdown(model.artifact.path)
-        total = p.predict_network(kernels)
-    rows = []
-    for i, k in enumerate(kernels):
-        row = {"kernel": k.describe(), "type": k.type, "macs": k.macs, "nodes": list(k.nodes)}
-        if pred is not None:
-            row["alone_ms"], row["in_model_ms"] = pred[i][1], pred[i][2]
-        rows.append(row)
-    if args.json:
-        out = {"model": model.name, "kernels": rows}
-        if pred is not None:
-            out["predicted_ms"] = total
-        print_json(out)
-        return 0
-    cols = ["#", "kernel", "MACs", "nodes"] + (["alone ms", "in model ms"] if pred else [])
-    t = table(
-        f"kernels of {model.name}",
-        cols,
-        [
-            [i, r["kernel"], fmt(r["macs"]), len(r["nodes"])]
-            + ([r["alone_ms"], r["in_model_ms"]] if pred else [])
-            for i, r in enumerate(rows)
-        ],
+    tflite = (
+        _tflite_of(model) if pred is not None and pred.meta.get("runtime") == "litert" else None
     )
-    if pred is not None:
-        t.caption = f"predicted latency {total:.3f} ms ({args.predictor})"
+    if pred is None:
+        ks = read_kernels(model.artifact.path, "runtime", "ort", {"": tuple(shape)})
+    elif pred.meta.get("kernel_source") == "runtime":
+        ks = pred.read_kernels(model.artifact.path, shape, tflite=tflite)
+    else:
+        ks = read_kernels(model.artifact.path, "rules", input_shapes={"": tuple(shape)})
+    out: dict = {
+        "model": model.name,
+        "kernel_source": ks.source,
+        "kernel_reader": ks.reader,
+        "fallback_reason": ks.fallback_reason or None,
+        "kernels": [],
+    }
+    if pred is None:
+        out["kernels"] = [
+            {"kernel": k.describe(), "type": k.type, "op": k.op, "macs": k.macs,
+             "nodes": list(k.nodes)}
+            for k in ks.kernels
+        ]  # fmt: skip
+        return out
+    rows = pred.explain(ks.kernels)
+    total = float(sum(r.in_model_ms for r in rows) + pred.model_overhead_ms)
+    fallback_ms = float(sum(max(r.in_model_ms, 0.0) for r in rows if not r.sampled))
+    lo, hi, basis = pred.interval(total, fallback_ms, coverage)
+    unsampled: dict[str, dict] = {}
+    for r in rows:
+        if not r.sampled:
+            u = unsampled.setdefault(r.note, {"note": r.note, "kernels": 0, "ms": 0.0})
+            u["kernels"] += 1
+            u["ms"] += r.in_model_ms
+    out.update(
+        {
+            "predictor": predictor_file,
+            "device": pred.meta.get("device"),
+            "trained_on": pred.meta.get("kernel_reader", "hand-written rules"),
+            "predicted_ms": total,
+            "interval_ms": [lo, hi],
+            "interval_basis": basis,
+            "unsampled": list(unsampled.values()),
+            "kernels": [
+                {
+                    "kernel": r.kernel.describe(), "type": r.kernel.type, "op": r.kernel.op,
+                    "macs": r.kernel.macs, "nodes": list(r.kernel.nodes),
+                    "alone_ms": r.alone_ms, "in_model_ms": r.in_model_ms,
+                    "regressor": r.regressor, "note": r.note,
+                }
+                for r in rows
+            ],
+        }
+    )  # fmt: skip
+    return out
+
+
+def _tflite_of(model):
+    """The .tflite form of a zoo model (exported, cached) for a LiteRT-trained predictor, or None."""
+    from hwnas.errors import HwnasError
+
+    if model.artifact.format == "tflite":
+        return model.artifact.path
+    try:
+        from hwnas.export.tflite import ensure_tflite
+
+        return ensure_tflite(model.artifact).path
+    except (HwnasError, ImportError):
+        return None  # no torch source (a user's .onnx): the rules are used, and said so
+
+
+def print_report(rep: dict) -> None:
+    """The per-kernel table, the total with its interval, and every fallback used."""
+    with_pred = "predicted_ms" in rep
+    cols = ["#", "kernel", "MACs", "nodes"]
+    if with_pred:
+        cols += ["alone ms", "in model ms", "regressor"]
+    rows = []
+    for i, r in enumerate(rep["kernels"]):
+        row = [i, r["kernel"] + ("  *" if with_pred and r["note"] else ""), fmt(r["macs"]),
+               len(r["nodes"])]  # fmt: skip
+        if with_pred:
+            row += [r["alone_ms"], r["in_model_ms"], r["regressor"]]
+        rows.append(row)
+    t = table(f"kernels of {rep['model']} ({rep['kernel_reader']})", cols, rows)
     console.print(t)
+    if rep.get("fallback_reason"):
+        err_console.print(
+            f"[yellow]note:[/] kernels from the hand-written rules, not the runtime: "
+            f"{rep['fallback_reason']}"
+        )
+    if not with_pred:
+        return
+    lo, hi = rep["interval_ms"]
+    if lo == lo:  # not NaN
+        hi_s = "inf" if hi == float("inf") else f"{hi:.3f}"
+        console.print(
+            f"predicted latency [bold]{rep['predicted_ms']:.3f} ms[/] on {rep['device']} "
+            f"(interval {lo:.3f} - {hi_s} ms: {rep['interval_basis']})"
+        )
+    else:
+        console.print(f"predicted latency [bold]{rep['predicted_ms']:.3f} ms[/] on {rep['device']}")
+        err_console.print(f"[yellow]{rep['interval_basis']}[/]")
+    if rep["kernel_reader"] != rep["trained_on"]:
+        err_console.print(
+            f"[yellow]note:[/] the predictor was trained on kernels read by {rep['trained_on']}, "
+            f"this model's were read by {rep['kernel_reader']}"
+        )
+    for u in rep["unsampled"]:
+        err_console.print(
+            f"[yellow]* not sampled:[/] {u['kernels']} kernel(s), {u['ms']:.3f} ms in model: {u['note']}"
+        )
+
+
+def predict_models(predictor_file: str, models: list[str], as_json: bool, args=None) -> int:
+    """``hwnas predict K.npz MODEL...`` for a ``kernel`` predictor: each model's report.
+
+    ``args`` may carry ``coverage`` and ``input_shape`` (the predict command's options).
+    """
+    coverage = float(getattr(args, "coverage", None) or 0.9)
+    shape = getattr(args, "input_shape", None)
+    reports = [model_report(m, predictor_file, shape, coverage) for m in models]
+    if as_json:
+        print_json(reports if len(reports) > 1 else reports[0])
+    else:
+        for rep in reports:
+            print_report(rep)
+    return 0
+
+
+def run_show(args) -> int:
+    rep = model_report(args.model, args.predictor, args.input_shape, args.coverage)
+    if args.json:
+        print_json(rep)
+    else:
+        print_report(rep)
     return 0
 
 
@@ -180,6 +297,12 @@ def register(sub) -> None:
         default=0,
         help="extra kernels sampled around the worst-predicted ones (nn-Meter's adaptive sampling)",
     )
+    p.add_argument(
+        "--rounds",
+        type=nonneg_int,
+        default=1,
+        help="adaptive rounds of --adaptive kernels each (resumable; default 1)",
+    )
     p.add_argument("--threads", type=count, default=None, help="runtime threads (default 1)")
     add_seconds_option(p, help="seconds of timed runs per kernel (default 0.5)", dest="budget")
     p.add_argument(
@@ -194,12 +317,22 @@ def register(sub) -> None:
     k = sub.add_parser(
         "kernels",
         help="show the fused kernels of a model (and their predicted latency)",
-        description="Split a model into the kernels a runtime fuses (nn-Meter's kernel detection).",
+        description=(
+            "Split a model into the kernels the runtime executes (ONNX Runtime's optimised "
+            "graph; with a predictor, the way its training data was read) and, with "
+            "--predictor, predict each, the total and an interval."
+        ),
     )
     k.add_argument("model", metavar="MODEL", help="zoo name or path to a .onnx file")
     k.add_argument(
         "--input-shape", type=input_shape, default=None, help="static input shape, e.g. 1,3,224,224"
     )
     k.add_argument("--predictor", default=None, help="a trained 'kernel' predictor file")
+    k.add_argument(
+        "--coverage",
+        type=probability,
+        default=0.9,
+        help="interval coverage with --predictor (default 0.9)",
+    )
     k.add_argument("--json", action="store_true", help="print JSON instead of a table")
     k.set_defaults(func=run_show)

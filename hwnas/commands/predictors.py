@@ -246,6 +246,10 @@ def run_predict(args) -> int:
     from hwnas.spaces import get_space
 
     pred = load_predictor(args.predictor_file)
+    if pred.name == "kernel":  # models, not space strings: total, kernels, interval (kernels.py)
+        from hwnas.commands.kernels import predict_models
+
+        return predict_models(args.predictor_file, args.archs, args.json, args)
     enc = get_encoding(pred.meta.get("encoding") or "onehot")
     space_name = pred.meta.get("space")
     rows = []

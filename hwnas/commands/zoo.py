@@ -1,4 +1,4 @@
-"""`hwnas zoo`: the built-in reference models."""
+"""`hwnas zoo`: the built-in reference models, grouped by family."""
 
 from __future__ import annotations
 
@@ -6,26 +6,48 @@ from hwnas.commands._common import console, human, print_json, table
 
 
 def run(args) -> int:
-    from hwnas.models import count_params, create_model, list_models, model_input_shape
+    from hwnas.models import count_params, create_model, list_models, model_info, model_input_shape
 
     rows = []
     for name in list_models():
-        params = count_params(create_model(name))
-        rows.append({"model": name, "input_shape": model_input_shape(name), "params": params})
+        info = model_info(name)
+        rows.append(
+            {
+                "model": name,
+                "family": info.family,
+                "demo": info.demo,
+                "input_shape": model_input_shape(name),
+                "params": count_params(create_model(name)),
+            }
+        )
+    rows.sort(key=lambda r: (r["family"], r["model"]))
     if args.json:
         print_json(rows)
         return 0
-    console.print(
-        table(
-            "hwnas model zoo",
-            ["model", "input", "params"],
-            [(r["model"], "x".join(map(str, r["input_shape"])), human(r["params"])) for r in rows],
-        )
+    t = table(
+        "hwnas model zoo",
+        ["model", "family", "input", "params", "demo"],
+        [
+            (
+                r["model"],
+                r["family"],
+                "x".join(map(str, r["input_shape"])),
+                human(r["params"]),
+                "yes" if r["demo"] else "",
+            )
+            for r in rows
+        ],
     )
+    families = sorted({r["family"] for r in rows})
+    t.caption = (
+        f"{len(rows)} models in {len(families)} families: {', '.join(families)}. "
+        "`hwnas profile demo` profiles the demo set, `hwnas profile all` every model."
+    )
+    console.print(t)
     return 0
 
 
 def register(sub) -> None:
-    p = sub.add_parser("zoo", help="list the built-in models")
+    p = sub.add_parser("zoo", help="list the built-in models and their families")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)

@@ -71,12 +71,18 @@ class SqueezeExcite(nn.Module):
     width: this is what gives MnasNet-A1 its published 3.9M parameters.
     """
 
-    def __init__(self, channels: int, rd_channels: int, act: ActFactory = nn.ReLU):
+    def __init__(
+        self,
+        channels: int,
+        rd_channels: int,
+        act: ActFactory = nn.ReLU,
+        gate: ActFactory = nn.Sigmoid,
+    ):
         super().__init__()
         self.conv_reduce = nn.Conv2d(channels, rd_channels, 1, bias=True)
         self.act = act()
         self.conv_expand = nn.Conv2d(rd_channels, channels, 1, bias=True)
-        self.gate = nn.Sigmoid()
+        self.gate = gate()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = x.mean((2, 3), keepdim=True)
@@ -84,10 +90,18 @@ class SqueezeExcite(nn.Module):
         return x * self.gate(s)
 
 
-def _se(channels: int, in_channels: int, se_ratio: float, act: ActFactory) -> nn.Module:
-    if se_ratio <= 0:
+def _se(
+    channels: int,
+    in_channels: int,
+    se_ratio: float,
+    act: ActFactory,
+    gate: ActFactory = nn.Sigmoid,
+    rd_channels: int | None = None,
+) -> nn.Module:
+    if se_ratio <= 0 and rd_channels is None:
         return nn.Identity()
-    return SqueezeExcite(channels, max(1, int(in_channels * se_ratio)), act=act)
+    rd = rd_channels if rd_channels is not None else max(1, int(in_channels * se_ratio))
+    return SqueezeExcite(channels, rd, act=act, gate=gate)
 
 
 class InvertedResidual(nn.Module):
@@ -98,6 +112,9 @@ class InvertedResidual(nn.Module):
     The expand conv is omitted when the expanded width equals the input width
     and ``expand_ratio`` is 1 (MobileNetV2's first block). The identity
     residual is added only where shapes allow it (stride 1, same width).
+    ``se_act``/``se_gate``/``se_channels`` give the SE variants of
+    EfficientNet (SiLU, sigmoid) and MobileNetV3 (ReLU, hard sigmoid, its
+    squeeze width sized from the expanded width).
     """
 
     def __init__(
@@ -111,6 +128,9 @@ class InvertedResidual(nn.Module):
         act: ActFactory = nn.ReLU6,
         skip: bool = True,
         exp_channels: int | None = None,
+        se_act: ActFactory = nn.ReLU,
+        se_gate: ActFactory = nn.Sigmoid,
+        se_channels: int | None = None,
     ):
         super().__init__()
         if exp_channels is None:
@@ -127,7 +147,7 @@ class InvertedResidual(nn.Module):
         self.conv_dw = ConvBNAct(
             exp_channels, exp_channels, kernel_size, stride, groups=exp_channels, act=act
         )
-        self.se = _se(exp_channels, in_channels, se_ratio, nn.ReLU)
+        self.se = _se(exp_channels, in_channels, se_ratio, se_act, se_gate, se_channels)
         self.conv_pwl = ConvBNAct(exp_channels, out_channels, 1, act=None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

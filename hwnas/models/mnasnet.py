@@ -136,7 +136,9 @@ def _create_mnasnet(stages: tuple[StageCfg, ...], width_mult: float = 1.0, **kwa
     return MnasNet(stages, **kwargs)
 
 
-@register_model(224, help="MnasNet-A1 (with SE), 224x224, 3.89M params")
+@register_model(
+    224, help="MnasNet-A1 (with SE), 224x224, 3.89M params", family="MnasNet", demo=True
+)
 def mnasnet_a1(num_classes: int = 1000, dropout: float = 0.2) -> MnasNet:
     """MnasNet-A1 1.0x with squeeze-and-excitation (3.89M params at 1000 classes)."""
     return _create_mnasnet(MNASNET_A1_STAGES, num_classes=num_classes, dropout=dropout)

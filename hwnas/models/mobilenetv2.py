@@ -197,13 +197,13 @@ def _create_mobilenetv2(width_mult: float = 1.0, **kwargs) -> MobileNetV2:
     return MobileNetV2(MobileNetV2Config.from_width(width_mult), **kwargs)
 
 
-@register_model(224, help="MobileNetV2 1.0x, 224x224, 3.50M params")
+@register_model(224, help="MobileNetV2 1.0x, 224x224, 3.50M params", family="MobileNet", demo=True)
 def mobilenetv2(num_classes: int = 1000, dropout: float = 0.2) -> MobileNetV2:
     """MobileNetV2 1.0x (3.50M params at 1000 classes)."""
     return _create_mobilenetv2(1.0, num_classes=num_classes, dropout=dropout)
 
 
-@register_model(224, help="MobileNetV2 0.5x, 224x224")
+@register_model(224, help="MobileNetV2 0.5x, 224x224", family="MobileNet", demo=True)
 def mobilenetv2_050(num_classes: int = 1000, dropout: float = 0.2) -> MobileNetV2:
     """MobileNetV2 0.5x: a cheaper point on the same family's latency curve."""
     return _create_mobilenetv2(0.5, num_classes=num_classes, dropout=dropout)

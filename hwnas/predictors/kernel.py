@@ -42,8 +42,9 @@ plus the calibration vector.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,16 +53,19 @@ import onnx
 
 from hwnas.errors import PredictorError
 from hwnas.predictors.base import Predictor
+from hwnas.predictors.kernels.data import kernel_training_data
 from hwnas.predictors.kernels.detect import (
     FEATURE_NAMES,
     KERNEL_TYPES,
     KernelRecord,
+    NetworkRecord,
     detect_kernels,
 )
 from hwnas.predictors.kernels.forest import TreeEnsemble
 from hwnas.profilers.graph import Graph
 
 __all__ = [
+    "KernelPrediction",
     "KernelPredictor",
     "KernelRecord",
     "NetworkRecord",
@@ -71,13 +75,48 @@ __all__ = [
 
 ROOFLINE_TERMS = ("1", "macs", "in_bytes", "out_bytes", "param_bytes", "elem_flops")
 
+# A kernel type with no regressor is predicted by the first trained type of its
+# chain (the reason is reported with the prediction, never hidden). Memory-bound
+# kernels fall back to memory-bound regressors, compute-bound ones to convs.
+FALLBACKS: dict[str, tuple[str, ...]] = {
+    "reorder": ("elementwise", "add", "bn", "concat"),
+    "se": ("elementwise", "gap", "add"),
+    "dwconv": ("conv",),
+    "conv": ("dwconv", "fc"),
+    "fc": ("conv",),
+    "maxpool": ("avgpool", "elementwise"),
+    "avgpool": ("maxpool", "elementwise"),
+    "gap": ("avgpool", "maxpool", "elementwise"),
+    "add": ("elementwise", "bn", "concat"),
+    "bn": ("elementwise", "add"),
+    "concat": ("elementwise", "add"),
+    "elementwise": ("add", "bn", "concat"),
+}
+LAST_RESORT = ("elementwise", "add", "bn", "concat", "conv")
+
 
 @dataclass(frozen=True)
-class NetworkRecord:
-    """A whole network given as its kernels (a calibration sample, or a model to predict)."""
+class KernelPrediction:
+    """One kernel of a model with its prediction and how it was made.
 
-    kernels: tuple[KernelRecord, ...]
-    label: str = ""
+    Attributes:
+        kernel: the kernel.
+        alone_ms: predicted latency measured alone.
+        in_model_ms: its calibrated share of the model's latency.
+        regressor: the kernel type whose regressor predicted it.
+        note: empty when the kernel's own type (and op) was sampled; otherwise
+            what was never sampled and which fallback predicted it.
+    """
+
+    kernel: KernelRecord
+    alone_ms: float
+    in_model_ms: float
+    regressor: str
+    note: str = ""
+
+    @property
+    def sampled(self) -> bool:
+        return not self.note
 
 
 def _roofline_design(records: Sequence[KernelRecord]) -> np.ndarray:
@@ -166,6 +205,7 @@ class KernelPredictor(Predictor):
         self.bytes_ms_per_mb: dict[str, float] = {}  # type -> ms per MB of activations
         self.kernel_overhead_ms = 0.0
         self.model_overhead_ms = 0.0
+        self.network_log_residuals = np.zeros(0)  # sorted, cross-fitted (see fit)
 
     # ---- training ------------------------------------------------------------------------
 
@@ -206,6 +246,13 @@ class KernelPredictor(Predictor):
             raise PredictorError(
                 "no single-kernel measurements to train on; collect them with `hwnas sample-kernels`"
             )
+        readers = {r.reader for r in singles} | {k.reader for n in nets for k in n.kernels}
+        if len(readers) > 1:
+            raise PredictorError(
+                f"the training data mixes kernels read by {sorted(r or 'rules' for r in readers)}; "
+                "train on one source (kernel_training_data(..., source='runtime' or 'rules'))"
+            )
+        reader = readers.pop()
         self.roofline, self.trees = {}, {}
         by_type: dict[str, list[int]] = {}
         for i, r in enumerate(singles):
@@ -214,34 +261,33 @@ class KernelPredictor(Predictor):
         for kind, idx in sorted(by_type.items()):
             recs = [singles[i] for i in idx]
             self._fit_type(kind, recs, ys_arr[idx])
+        self.meta["sampled_ops"] = {
+            t: sorted({singles[i].op for i in idx}) for t, idx in sorted(by_type.items())
+        }
         self.calibration = {t: 1.0 for t in self.types}
         self.bytes_ms_per_mb = {}
         self.kernel_overhead_ms = 0.0
         self.model_overhead_ms = 0.0
-        self.meta["calibration_networks_skipped"] = 0
+        self.network_log_residuals = np.zeros(0)
         if nets and self.hparams["calibrate"]:
             self._fit_calibration(nets, np.asarray(yn))
+            self.network_log_residuals = self._cross_fitted_residuals(nets, np.asarray(yn))
         self.meta.update(
             {
                 "encoding": "kernels",
+                "kernel_source": "runtime" if reader else "rules",
+                "kernel_reader": reader or "hand-written rules",
+                "runtime": "litert" if reader.startswith("litert") else "ort",
+                "optimization": reader.rsplit(" ", 1)[-1] if reader.startswith("onnx") else "all",
                 "kernel_types": self.types,
                 "train_size": len(singles),
                 "train_counts": {k: len(v) for k, v in sorted(by_type.items())},
-                "calibration_networks": (
-                    len(nets) - self.meta.get("calibration_networks_skipped", 0)
-                    if self.hparams["calibrate"]
-                    else 0
-                ),
+                "calibration_networks": len(nets) if self.hparams["calibrate"] else 0,
                 "feature_names": list(FEATURE_NAMES) + ["log_roofline"],
                 "roofline_terms": list(ROOFLINE_TERMS),
             }
         )
         return self
-
-    def fit_kernels(self, records: Iterable[tuple[Any, float]]) -> KernelPredictor:
-        """:meth:`fit` from ``(record, latency_ms)`` pairs (kernels and/or networks)."""
-        pairs = list(records)
-        return self.fit([p[0] for p in pairs], np.asarray([p[1] for p in pairs], dtype=float))
 
     def _fit_type(self, kind: str, recs: list[KernelRecord], y: np.ndarray) -> None:
         from scipy.optimize import nnls
@@ -291,19 +337,15 @@ class KernelPredictor(Predictor):
     def _fit_calibration(self, nets: list[NetworkRecord], y: np.ndarray) -> None:
         from scipy.optimize import lsq_linear
 
-        types = self.types
-        # A network with a kernel type nobody measured alone cannot be summed;
-        # it is left out (and counted) rather than failing the whole fit.
-        usable = [i for i, n in enumerate(nets) if {k.type for k in n.kernels} <= set(types)]
-        self.meta["calibration_networks_skipped"] = len(nets) - len(usable)
-        if len(usable) < 3:
+        # Every network is used: a kernel type nobody measured alone (an ORT
+        # reorder) is predicted by its fallback and gets a scale of its own here.
+        types = sorted(set(self.types) | {k.type for n in nets for k in n.kernels})
+        if len(nets) < 3:
             return
-        nets = [nets[i] for i in usable]
-        y = y[usable]
         with_bytes = self.hparams["calibration"] == "scale+bytes"
         rows = []
         for net in nets:
-            pred = self.predict_kernels(net.kernels)
+            pred = self.predict_kernels(list(net.kernels))
             row = [
                 sum(p for p, k in zip(pred, net.kernels, strict=True) if k.type == t) for t in types
             ]
@@ -341,38 +383,112 @@ class KernelPredictor(Predictor):
         self.kernel_overhead_ms = float(x[-2])
         self.model_overhead_ms = float(x[-1])
 
+    def _cross_fitted_residuals(self, nets: list[NetworkRecord], y: np.ndarray) -> np.ndarray:
+        """log(measured / predicted) of each calibration network, its calibration fitted without it.
+
+        5-fold over the networks, refitting only the calibration (the kernel
+        regressors never saw these networks). These residuals give the
+        prediction interval of a new model; in-sample residuals would be too
+        narrow.
+        """
+        full = (
+            dict(self.calibration),
+            dict(self.bytes_ms_per_mb),
+            self.kernel_overhead_ms,
+            self.model_overhead_ms,
+        )
+        if len(nets) < 8:
+            return np.zeros(0)
+        fold = np.random.default_rng([self.hparams["seed"], 99]).permutation(len(nets)) % 5
+        out = np.zeros(len(nets))
+        try:
+            for f in range(5):
+                tr = np.nonzero(fold != f)[0]
+                te = np.nonzero(fold == f)[0]
+                self._fit_calibration([nets[i] for i in tr], y[tr])
+                pred = np.asarray([self.predict_network(nets[i].kernels) for i in te])
+                out[te] = np.log(y[te] / np.maximum(pred, 1e-9))
+        finally:
+            (
+                self.calibration,
+                self.bytes_ms_per_mb,
+                self.kernel_overhead_ms,
+                self.model_overhead_ms,
+            ) = full
+        return np.sort(out)
+
     # ---- prediction ------------------------------------------------------------------------
 
-    def _check_types(self, recs: Sequence[KernelRecord], what: str) -> None:
-        missing = sorted({r.type for r in recs} - set(self.roofline))
-        if missing:
-            raise PredictorError(
-                f"{what} has kernels of type {', '.join(missing)}, which this predictor was not "
-                f"trained on (it knows {', '.join(self.types) or 'none'}); measure them with "
-                f"`hwnas sample-kernels --types {','.join(missing)}` and retrain"
-            )
+    def _regressor_for(self, rec: KernelRecord) -> tuple[str, str]:
+        """The trained type that predicts ``rec`` and, if it is not ``rec``'s own, why."""
+        kind = rec.type
+        if kind in self.roofline:
+            ops = (self.meta.get("sampled_ops") or {}).get(kind)
+            if kind == "elementwise" and rec.op and ops is not None and rec.op not in ops:
+                return (
+                    kind,
+                    f"op {rec.op} never sampled; predicted as a memory-bound element-wise op",
+                )
+            return kind, ""
+        for alt in FALLBACKS.get(kind, ()) + LAST_RESORT:
+            if alt in self.roofline:
+                return alt, f"type {kind} never sampled; predicted with the {alt} regressor"
+        alt = self.types[0]
+        return alt, f"type {kind} never sampled; predicted with the {alt} regressor (last resort)"
 
-    def predict_kernels(self, records: Sequence[Any]) -> np.ndarray:
-        """Latency (ms) of each kernel as if measured alone.
+    def explain_kernels(self, records: Sequence[Any]) -> tuple[np.ndarray, list[str], list[str]]:
+        """Stand-alone latency (ms) of each kernel, the regressor used and the fallback note.
+
+        A kernel whose type (or element-wise op) was never sampled is predicted
+        by a related regressor (:data:`FALLBACKS`) and its note says so; a
+        convolution with a residual sum fused in (ONNX Runtime's NCHWc conv),
+        unless such convolutions were sampled, is predicted as its conv plus an add.
 
         Raises:
-            PredictorError: untrained predictor, or a kernel type it has no regressor for.
+            PredictorError: untrained predictor.
         """
         recs = [_as_record(r) for r in records]
         if not self.roofline:
             raise PredictorError("the kernel predictor is not trained; call fit() or load a file")
-        self._check_types(recs, "the input")
+        parts: list[tuple[int, KernelRecord, str]] = []  # (kernel index, record, regressor)
+        regs, notes = [], []
+        sampled_ops = self.meta.get("sampled_ops") or {}
+        for i, r in enumerate(recs):
+            fused_sum_sampled = "conv+sum" in sampled_ops.get(r.type, ())
+            if r.op == "conv+sum" and r.type in ("conv", "dwconv") and not fused_sum_sampled:
+                conv = replace(r, op="", n_inputs=1)
+                add = KernelRecord(
+                    "add", h=r.out_h, w=r.out_w, cin=r.cout, cout=r.cout, out_h=r.out_h,
+                    out_w=r.out_w, n_inputs=2, itemsize=r.itemsize, reader=r.reader,
+                )  # fmt: skip
+                kc, nc = self._regressor_for(conv)
+                ka, na = self._regressor_for(add)
+                parts += [(i, conv, kc), (i, add, ka)]
+                regs.append(f"{kc}+{ka}")
+                notes.append("; ".join(n for n in ("fused residual sum: conv + add", nc, na) if n))
+            else:
+                kind, note = self._regressor_for(r)
+                parts.append((i, r, kind))
+                regs.append(kind)
+                notes.append(note)
         out = np.zeros(len(recs))
         by_type: dict[str, list[int]] = {}
-        for i, r in enumerate(recs):
-            by_type.setdefault(r.type, []).append(i)
+        for j, (_, _, kind) in enumerate(parts):
+            by_type.setdefault(kind, []).append(j)
+        part_pred = np.zeros(len(parts))
         for kind, idx in by_type.items():
-            sub = [recs[i] for i in idx]
+            sub = [replace(parts[j][1], type=kind) for j in idx]
             base = np.maximum(_roofline_design(sub) @ self.roofline[kind], 1e-6)
             if kind in self.trees:
                 base = base * np.exp(self.trees[kind].predict(self._features(sub, base)))
-            out[idx] = base
-        return out
+            part_pred[idx] = base
+        for j, (i, _, _) in enumerate(parts):
+            out[i] += part_pred[j]
+        return out, regs, notes
+
+    def predict_kernels(self, records: Sequence[Any]) -> np.ndarray:
+        """Latency (ms) of each kernel as if measured alone (see :meth:`explain_kernels`)."""
+        return self.explain_kernels(records)[0]
 
     def _calibrated(self, recs: Sequence[KernelRecord], pred: np.ndarray) -> np.ndarray:
         """Per-kernel contributions to a model's latency (they sum to the model prediction
@@ -390,31 +506,111 @@ class KernelPredictor(Predictor):
         pred = self.predict_kernels(recs)
         return float(self._calibrated(recs, pred).sum() + self.model_overhead_ms)
 
+    def read_kernels(
+        self,
+        model: str | Path,
+        input_shape: Sequence[int] | None = None,
+        tflite: str | Path | None = None,
+    ):
+        """The kernels of ``model`` as this predictor's training data saw them.
+
+        A predictor trained on runtime-read kernels reads the model with the
+        same runtime (ONNX Runtime's optimised graph of the *installed* version,
+        or the ``.tflite`` operators); when that is impossible (no .tflite of
+        an ONNX file for LiteRT) it falls back to the hand-written rules and
+        the returned :class:`~hwnas.predictors.kernels.runtime.KernelSet` says why.
+        """
+        from hwnas.predictors.kernels.runtime import read_kernels
+
+        shapes = {"": tuple(int(d) for d in input_shape)} if input_shape else None
+        return read_kernels(
+            model,
+            source=self.meta.get("kernel_source", "rules"),
+            runtime=self.meta.get("runtime", "ort"),
+            input_shapes=shapes,
+            optimization=self.meta.get("optimization", "all"),
+            tflite=tflite,
+        )
+
+    def _kernels_of(self, model: Any, input_shape: Sequence[int] | None) -> list[KernelRecord]:
+        if isinstance(model, str | Path) and self.meta.get("kernel_source") == "runtime":
+            return self.read_kernels(model, input_shape).kernels
+        shapes = {"": tuple(int(d) for d in input_shape)} if input_shape else None
+        return detect_kernels(model, shapes)
+
     def predict_model(
         self,
         model: str | Path | onnx.ModelProto | Graph,
         input_shape: Sequence[int] | None = None,
     ) -> float:
-        """Predicted latency (ms) of an ONNX model on the device the predictor was trained for.
+        """Predicted latency (ms) of a model on the device the predictor was trained for.
 
         Args:
-            model: a path, a ModelProto or a loaded :class:`Graph`.
+            model: a path (read as the training data was: by the runtime or the
+                rules), a ModelProto or a loaded :class:`Graph` (always the rules).
             input_shape: static shape of the single input when it is dynamic.
         """
-        shapes = {"": tuple(int(d) for d in input_shape)} if input_shape else None
-        return self.predict_network(detect_kernels(model, shapes))
+        return self.predict_network(self._kernels_of(model, input_shape))
+
+    def explain(self, kernels: Sequence[KernelRecord]) -> list[KernelPrediction]:
+        """Each kernel with its stand-alone and in-model latency, regressor and fallback note."""
+        recs = [_as_record(k) for k in kernels]
+        pred, regs, notes = self.explain_kernels(recs)
+        inside = self._calibrated(recs, pred)
+        return [
+            KernelPrediction(r, float(p), float(q), g, n)
+            for r, p, q, g, n in zip(recs, pred, inside, regs, notes, strict=True)
+        ]
 
     def breakdown(
         self,
         model: str | Path | onnx.ModelProto | Graph,
         input_shape: Sequence[int] | None = None,
-    ) -> list[tuple[KernelRecord, float, float]]:
-        """Each kernel of ``model`` with its stand-alone and its in-model (calibrated) latency."""
-        shapes = {"": tuple(int(d) for d in input_shape)} if input_shape else None
-        recs = detect_kernels(model, shapes)
-        pred = self.predict_kernels(recs)
-        inside = self._calibrated(recs, pred)
-        return [(r, float(p), float(q)) for r, p, q in zip(recs, pred, inside, strict=True)]
+    ) -> list[KernelPrediction]:
+        """Each kernel of ``model`` with its predictions (see :meth:`explain`)."""
+        return self.explain(self._kernels_of(model, input_shape))
+
+    def interval(
+        self, total_ms: float, fallback_ms: float = 0.0, coverage: float = 0.9
+    ) -> tuple[float, float, str]:
+        """A ``coverage`` interval around a model's predicted total, and what it rests on.
+
+        Split-conformal on the log-ratio of the calibration networks' measured
+        to predicted latency: networks held out of training when the predictor
+        was calibrated (``Predictor.calibrate``), else each network predicted by
+        a calibration fitted without it (cross-fitted). The ``(1 - c)/2`` and ``(1 + c)/2`` order statistics,
+        ``inf``/0 when there are too few networks for ``coverage``. It covers
+        models like the calibration networks; the share of the total predicted
+        by fallbacks (never-sampled kernels) is widened to half / double on
+        top, since no measurement backs it.
+
+        Returns:
+            ``(low_ms, high_ms, basis)``; ``(nan, nan, why)`` without calibration networks.
+        """
+        r = self.network_log_residuals
+        what = "cross-fitted on"
+        held = getattr(self, "_conformal", None)  # Predictor.calibrate on held-out networks
+        if held is not None and (self.meta.get("calibration") or {}).get("score", "log") == "log":
+            r, what = np.asarray(held, dtype=np.float64), "split-conformal on"
+        n = int(r.size)
+        if n == 0:
+            return (
+                math.nan,
+                math.nan,
+                "no interval: the predictor was trained on fewer than 8 calibration networks "
+                "(measure more with `hwnas sample-kernels --networks 40` and retrain)",
+            )
+        lo_q, hi_q = (1 - coverage) / 2, (1 + coverage) / 2
+        k_hi = math.ceil((n + 1) * hi_q)
+        k_lo = math.floor((n + 1) * lo_q)
+        hi = total_ms * math.exp(r[k_hi - 1]) if k_hi <= n else math.inf
+        lo = total_ms * math.exp(r[k_lo - 1]) if k_lo >= 1 else 0.0
+        lo = max(0.0, lo - 0.5 * fallback_ms)
+        hi = hi + fallback_ms
+        basis = f"{coverage:.0%}, {what} {n} calibration networks"
+        if fallback_ms > 0:
+            basis += f", widened for {fallback_ms:.3f} ms predicted by fallbacks"
+        return lo, hi, basis
 
     def predict(self, X: Sequence[Any]) -> np.ndarray:
         """One latency (ms) per item: a kernel's stand-alone latency for a
@@ -437,19 +633,22 @@ class KernelPredictor(Predictor):
 
     def get_state(self) -> dict[str, np.ndarray]:
         state: dict[str, np.ndarray] = {}
-        for kind in self.types:
-            state[f"{kind}.roofline"] = np.asarray(self.roofline[kind], dtype=np.float64)
+        for kind in sorted(set(self.types) | set(self.calibration)):
             state[f"{kind}.calibration"] = np.asarray(
                 [self.calibration.get(kind, 1.0), self.bytes_ms_per_mb.get(kind, 0.0)]
             )
+        for kind in self.types:
+            state[f"{kind}.roofline"] = np.asarray(self.roofline[kind], dtype=np.float64)
             if kind in self.trees:
                 state.update(self.trees[kind].to_arrays(f"{kind}.tree."))
         state["overheads_ms"] = np.asarray([self.kernel_overhead_ms, self.model_overhead_ms])
+        state["network_log_residuals"] = np.asarray(self.network_log_residuals, dtype=np.float64)
         return state
 
     def set_state(self, arrays: dict[str, np.ndarray]) -> None:
         kinds = sorted({k.split(".", 1)[0] for k in arrays if k.endswith(".roofline")})
-        unknown = [k for k in kinds if k not in KERNEL_TYPES]
+        calibrated = sorted({k.split(".", 1)[0] for k in arrays if k.endswith(".calibration")})
+        unknown = [k for k in set(kinds) | set(calibrated) if k not in KERNEL_TYPES]
         if unknown:
             raise PredictorError(
                 f"the file holds regressors for unknown kernel types {unknown}; "
@@ -465,14 +664,19 @@ class KernelPredictor(Predictor):
                     "the file is damaged or from another hwnas version"
                 )
             self.roofline[kind] = coef
+            if f"{kind}.tree.left" in arrays:
+                self.trees[kind] = TreeEnsemble.from_arrays(arrays, f"{kind}.tree.")
+        for kind in calibrated:
             cal = np.asarray(arrays[f"{kind}.calibration"], dtype=np.float64).ravel()
             self.calibration[kind] = float(cal[0])
             if len(cal) > 1 and cal[1] != 0.0:
                 self.bytes_ms_per_mb[kind] = float(cal[1])
-            if f"{kind}.tree.left" in arrays:
-                self.trees[kind] = TreeEnsemble.from_arrays(arrays, f"{kind}.tree.")
         over = np.asarray(arrays["overheads_ms"], dtype=np.float64).ravel()
         self.kernel_overhead_ms, self.model_overhead_ms = float(over[0]), float(over[1])
+        res = arrays.get("network_log_residuals")
+        self.network_log_residuals = (
+            np.sort(np.asarray(res, dtype=np.float64).ravel()) if res is not None else np.zeros(0)
+        )
 
 
 def _register() -> None:
@@ -483,15 +687,3 @@ def _register() -> None:
 
 
 _register()
-
-
-def kernel_training_data(
-    store, device: str, statistic: str = "median"
-) -> tuple[list[KernelRecord | NetworkRecord], np.ndarray]:
-    """What ``hwnas sample-kernels`` measured on ``device``, ready for :meth:`KernelPredictor.fit`.
-
-    See :func:`hwnas.predictors.kernels.campaign.kernel_training_data`.
-    """
-    from hwnas.predictors.kernels.campaign import kernel_training_data as _ktd
-
-    return _ktd(store, device, statistic=statistic)

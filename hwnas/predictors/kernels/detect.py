@@ -53,6 +53,7 @@ from onnx import numpy_helper
 from hwnas.profilers.graph import Graph, Node, load_graph
 
 KERNEL_TYPES = (
+    "reorder",
     "conv",
     "dwconv",
     "fc",
@@ -143,6 +144,10 @@ class KernelRecord:
         op: the ONNX op of an elementwise kernel, or ``max`` for a global max pool.
         itemsize: bytes per element (4 for float32).
         nodes: names of the ONNX nodes fused into the kernel (not a feature).
+        reader: what split the model into this kernel: ``""`` for the
+            hand-written rules here, else the runtime (``onnxruntime 1.32.0 all``,
+            ``litert .tflite``; see :mod:`.runtime`). Not a feature: it tells a
+            predictor which kind of kernels it was trained on.
     """
 
     type: str
@@ -161,6 +166,7 @@ class KernelRecord:
     op: str = ""
     itemsize: int = 4
     nodes: tuple[str, ...] = field(default=(), compare=False)
+    reader: str = field(default="", compare=False)
 
     # ---- derived figures (one formula for detected and sampled kernels alike) ----
 
@@ -272,6 +278,14 @@ class KernelRecord:
             op = f" {self.op}" if self.op else ""
             return f"{t}{op} x{self.n_inputs} {self.cout} @{self.h}{act}"
         return f"{t} {self.cin} @{self.h}{act}"
+
+
+@dataclass(frozen=True)
+class NetworkRecord:
+    """A whole network given as its kernels (a calibration sample, or a model to predict)."""
+
+    kernels: tuple[KernelRecord, ...]
+    label: str = ""
 
 
 FEATURE_NAMES = (

@@ -4,11 +4,16 @@ nn-Meter trains each kernel regressor on configurations drawn from a *prior*:
 the distribution of configurations that real networks use (a 1x1 conv at
 7x7 has hundreds of channels, a stem conv at 224x224 has three), then adds
 samples around the configurations the first regressor predicts worst
-(adaptive sampling). We do the same: :func:`sample_config` draws from a prior
-modelled on MobileNetV2 / MnasNet / ResNet layers (resolutions 7 to 224 and
-CIFAR's 8 to 32, channels 16 to 1280 coupled to the resolution, kernels
-1/3/5/7, strides 1/2, expansion ratios 3/4/6), and :func:`perturb_config`
-samples the neighbourhood of a badly predicted one.
+(adaptive sampling). We do the same: for convolutions (dense, grouped and
+depthwise), poolings and linear layers :func:`sample_config` draws
+:data:`EMPIRICAL_SHARE` of its samples from the configurations the zoo models
+and the search spaces really contain (:mod:`.prior`, read from the modules),
+half of them moved to neighbouring widths; the rest, and every other type,
+come from a parametric prior modelled on MobileNetV2 / MnasNet / ResNet
+layers (resolutions 7 to 224 and CIFAR's 8 to 32, channels 16 to 1280
+coupled to the resolution, kernels 1/3/5/7, strides 1/2, expansion ratios
+3/4/6), so the regressors also see configurations nobody uses yet.
+:func:`perturb_config` samples the neighbourhood of a badly predicted one.
 
 Every configuration is a tuple of plain values, stored in the measurement
 database as an :class:`~hwnas.arch.Arch` of space ``kernel:<type>``, and
@@ -34,9 +39,7 @@ from torch import nn
 
 from hwnas.arch import Arch
 from hwnas.errors import ConfigError
-
-KERNEL_SPACE_PREFIX = "kernel:"
-NETWORK_SPACE = "kernel-net"
+from hwnas.predictors.kernels.data import KERNEL_SPACE_PREFIX, NETWORK_SPACE
 
 SAMPLED_TYPES = (
     "conv",
@@ -94,8 +97,17 @@ ACTS: dict[str, Callable[[], nn.Module] | None] = {
     "relu6": nn.ReLU6,
     "hswish": nn.Hardswish,
     "sigmoid": nn.Sigmoid,
+    "hsigmoid": nn.Hardsigmoid,
+    "silu": nn.SiLU,
 }
-ELEMENTWISE_OPS = ("relu", "relu6", "sigmoid", "hswish", "mul")
+# Element-wise kernels the zoo's runtimes execute on their own: activations
+# ORT/LiteRT do not fuse, SE's gating multiply, ShuffleNet's channel shuffle
+# (a transpose) and channel split. Not SiLU: it exports as two ONNX nodes, so
+# the rules see two kernels (ORT fuses them into one QuickGelu).
+ELEMENTWISE_OPS = (
+    "relu", "relu6", "sigmoid", "hswish", "mul", "hsigmoid", "transpose", "split",
+)  # fmt: skip
+EMPIRICAL_SHARE = 0.7
 
 MAX_MACS = 3e9  # a single kernel slower than a whole ResNet-18 is not worth the time
 MAX_ACT_BYTES = 64 << 20
@@ -139,16 +151,39 @@ def sample_config(kind: str, rng: np.random.Generator) -> tuple:
     """One configuration of a ``kind`` kernel from the prior (see module docstring).
 
     Returns:
-        conv ``(hw, cin, cout, k, stride, act)``; dwconv ``(hw, c, k, stride, act)``;
+        conv ``(hw, cin, cout, k, stride, act[, groups])``; dwconv ``(hw, c, k, stride, act)``;
         se ``(hw, c, mid)``; add ``(hw, c, act)``; fc ``(cin, cout, act)``; gap
         ``(hw, c)``; max/avgpool ``(hw, c, k, stride)``; concat ``(hw, c, n)``;
         bn ``(hw, c, act)``; elementwise ``(hw, c, op)``.
     """
     for _ in range(100):
-        cfg = _sample_config_once(kind, rng)
+        cfg = _sample_empirical(kind, rng)
+        if cfg is None:
+            cfg = _sample_config_once(kind, rng)
         if _small_enough(kind, cfg):
             return cfg
     raise ConfigError(f"could not sample a {kind} kernel under the size limits")  # pragma: no cover
+
+
+def _sample_empirical(kind: str, rng: np.random.Generator) -> tuple | None:
+    """A configuration of the zoo / spaces (:mod:`.prior`), perhaps moved; None: use the parametric prior."""
+    from hwnas.predictors.kernels.prior import empirical_prior
+
+    if rng.random() >= EMPIRICAL_SHARE:
+        return None
+    pool = empirical_prior().get(kind)
+    if not pool:
+        return None
+    cfg = pool[int(rng.integers(0, len(pool)))]
+    if kind == "conv":
+        act = _pick(rng, {"relu": 0.4, "relu6": 0.15, "none": 0.3, "hswish": 0.1, "silu": 0.05})
+        cfg = (*cfg[:5], act, *cfg[6:])
+    elif kind == "dwconv":
+        act = _pick(rng, {"relu": 0.4, "relu6": 0.25, "none": 0.15, "hswish": 0.1, "silu": 0.1})
+        cfg = (*cfg[:4], act)
+    if rng.random() < 0.5:
+        cfg = perturb_config(kind, cfg, rng)
+    return tuple(cfg)
 
 
 def _sample_config_once(kind: str, rng: np.random.Generator) -> tuple:
@@ -220,7 +255,7 @@ def _small_enough(kind: str, cfg: tuple) -> bool:
     hw, c = cfg[0], cfg[1]
     act = hw * hw * c * 4
     if kind == "conv":
-        _, cin, cout, k, s, _ = cfg
+        _, cin, cout, k, s, _ = cfg[:6]
         out = math.ceil(hw / s)
         macs = out * out * cout * k * k * cin
         return macs <= MAX_MACS and max(act, out * out * cout * 4) <= MAX_ACT_BYTES
@@ -244,7 +279,13 @@ def perturb_config(kind: str, cfg: tuple, rng: np.random.Generator) -> tuple:
 
     for _ in range(20):
         new = list(cfg)
-        if kind == "conv":
+        if kind == "conv" and len(cfg) > 6 and cfg[6] > 1:
+            # a grouped conv keeps its group width (cin == cout in RegNet/ResNeXt blocks)
+            gw = max(1, cfg[1] // cfg[6])
+            groups = max(1, round(move(cfg[1]) / gw))
+            new[1] = new[2] = groups * gw
+            new[6] = groups
+        elif kind == "conv":
             if cfg[1] != 3 and rng.random() < 0.5:
                 new[1] = move(cfg[1])
             else:
@@ -281,6 +322,11 @@ class _Lambda(nn.Module):
         return self.name
 
 
+def _shuffle(x: torch.Tensor, c: int) -> torch.Tensor:
+    h, w = x.shape[2], x.shape[3]
+    return x.reshape(1, 2, c // 2, h, w).transpose(1, 2).reshape(1, c, h, w)
+
+
 def _act(name: str) -> nn.Module:
     if name not in ACTS:
         raise ConfigError(f"unknown activation '{name}'; use one of {', '.join(ACTS)}")
@@ -301,8 +347,9 @@ def build_kernel(kind: str, cfg: tuple) -> tuple[nn.Module, tuple[int, ...]]:
 
     try:
         if kind == "conv":
-            hw, cin, cout, k, s, act = cfg
-            m: nn.Module = ConvBNAct(cin, cout, k, s, act=ACTS[act])
+            hw, cin, cout, k, s, act = cfg[:6]
+            groups = int(cfg[6]) if len(cfg) > 6 else 1
+            m: nn.Module = ConvBNAct(cin, cout, k, s, groups=groups, act=ACTS[act])
             shape = (1, cin, hw, hw)
         elif kind == "dwconv":
             hw, c, k, s, act = cfg
@@ -340,7 +387,14 @@ def build_kernel(kind: str, cfg: tuple) -> tuple[nn.Module, tuple[int, ...]]:
             shape = (1, c, hw, hw)
         elif kind == "elementwise":
             hw, c, op = cfg
-            m = _Lambda("mul", lambda x: x * x) if op == "mul" else _act(op)
+            if op == "mul":
+                m = _Lambda("mul", lambda x: x * x)
+            elif op == "transpose":  # ShuffleNet's channel shuffle of two groups
+                m = _Lambda("shuffle2", lambda x: _shuffle(x, c))
+            elif op == "split":
+                m = _Lambda("split2", lambda x: x.chunk(2, dim=1)[1])
+            else:
+                m = _act(op)
             shape = (1, c, hw, hw)
         else:
             raise ConfigError(
