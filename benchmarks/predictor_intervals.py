@@ -82,7 +82,7 @@ def main() -> None:
     args = ap.parse_args()
     space = get_space("nb201")
     devices = args.devices.split(",")
-    preds = args.predictors.split(",")
+    preds = [p for p in args.predictors.split(",") if p]  # empty: ensembles only
     sizes = [int(s) for s in args.train_sizes.split(",")]
     shares = [float(s) for s in args.shares.split(",")]
     scores = args.scores.split(",")
@@ -122,7 +122,7 @@ def main() -> None:
 
     print(f"NB201 table, {args.seeds} seeds, test = every cell outside the N drawn")
     print("cells: coverage % / mean relative width % of the central interval (mean over seeds)\n")
-    for score in scores:
+    for score in scores if preds else []:
         print(f"### score: {score}\n")
         head = "| predictor | N | cal. share (n) | device | 80%: cov / width | 90%: cov / width |"
         print(head)
@@ -141,6 +141,8 @@ def main() -> None:
                             f"| {name} | {size} | {share:.0%} ({n_cal}) | {dev} | {' | '.join(cells)} |"
                         )
         print()
+    if not preds:
+        scores = []
     print("### summary over devices (coverage: mean [min, max] of per-device means; width: mean)\n")
     print(
         "| predictor | N | cal. share (n) | score | 80%: cov [min, max] / width | 90%: cov [min, max] / width |"

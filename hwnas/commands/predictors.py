@@ -87,11 +87,17 @@ def _no_interval_note(pred) -> str:
     )
 
 
-def _unbounded_note(pred, coverage: float) -> str | None:
-    """A warning when the calibration set is too small for a bounded ``coverage`` interval."""
+def _interval_note(pred, coverage: float) -> str | None:
+    """A warning when the interval's coverage is not backed: an uncalibrated ensemble's
+    spread, or a calibration set too small for a bounded ``coverage`` interval."""
     import math
 
     n = pred.calibration_size
+    if pred.uncertainty == "ensemble":
+        return (
+            "interval from the ensemble's spread: no coverage guarantee (members agree more than "
+            "the device varies); retrain with --calibrate 0.1 for a calibrated one"
+        )
     if pred.uncertainty != "conformal":
         return None
     need = math.ceil(2.0 / (1.0 - coverage) - 1.0 - 1e-9)
@@ -245,7 +251,7 @@ def run_train(args) -> int:
         f"trained [bold]{pred.name}[/] ({pred.meta.get('encoding')} encoding) on {len(train)} "
         f"'{space.name}' architectures measured on {ds.device}{cal_text}; saved {out}"
     )
-    for note in (_dropped_note(ds), _unbounded_note(pred, coverage)):
+    for note in (_dropped_note(ds), _interval_note(pred, coverage)):
         if note:
             err_console.print(note)
     if len(test) >= 2 and not args.no_eval:
@@ -311,7 +317,7 @@ def run_eval(args) -> int:
     if len(ds) < 2:
         raise ConfigError("fewer than 2 architectures to evaluate on; give more data")
     m, im = _evaluate(pred, ds, space, coverage)
-    notes = [_dropped_note(ds), _unbounded_note(pred, coverage)]
+    notes = [_dropped_note(ds), _interval_note(pred, coverage)]
     if im is None:
         notes.append(_no_interval_note(pred))
     for note in notes:
@@ -379,7 +385,7 @@ def run_predict(args) -> int:
             rows.append((label, point, float(lo[0]), float(hi[0])))
         else:
             rows.append((label, point))
-    notes = [_unbounded_note(pred, coverage)]
+    notes = [_interval_note(pred, coverage)]
     if not with_interval:
         notes.append(_no_interval_note(pred))
     for note in notes:
