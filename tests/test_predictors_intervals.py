@@ -367,3 +367,17 @@ def test_cli_bad_levels_exit_2_one_line(table, tmp_path, capsys):
     assert main(["predict", str(out), "1", "--json"]) == 0
     cap = capsys.readouterr()
     assert "interval_ms" not in json.loads(cap.out)[0] and "--calibrate 0.1" in cap.err
+
+
+def test_cli_too_few_calibration_points_says_so(table, tmp_path, capsys):
+    out = tmp_path / "small.npz"
+    assert _train(table, out, "--train-size", "60", "--calibrate", "0.1", "--json") == 0
+    cap = capsys.readouterr()
+    assert "needs at least 19 calibration architectures" in cap.err  # n = 6
+    res = json.loads(cap.out[cap.out.index("{") :])
+    assert res["interval"]["width"] is None and res["interval"]["coverage"] == 100.0
+    assert main(["predict", str(out), "1", "--json", "--coverage", "0.5"]) == 0
+    lo, hi = json.loads(capsys.readouterr().out)[0]["interval_ms"]
+    assert 0 < lo < hi  # a 50 % interval needs only 3 points
+    assert main(["predict", str(out), "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["interval_ms"][1] is None

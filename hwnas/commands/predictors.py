@@ -68,6 +68,13 @@ def _finite(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def _json_interval(im) -> dict[str, Any] | None:
+    """Interval metrics for JSON: an unbounded width (inf) becomes null, JSON has no infinity."""
+    if im is None:
+        return None
+    return {k: (_finite(v) if isinstance(v, float) else v) for k, v in im.to_dict().items()}
+
+
 def _interval_table(title: str | None, rows: list[tuple[str, Any, Any]]) -> Any:
     """Point metrics and interval metrics side by side, one row per data set."""
     from hwnas.predictors.metrics import FIELDS, HEADERS, INTERVAL_FIELDS, INTERVAL_HEADERS
@@ -264,7 +271,7 @@ def run_train(args) -> int:
                     "uncertainty": pred.uncertainty,
                     "calibration_size": pred.calibration_size,
                     "test": m.to_dict(),
-                    "interval": im.to_dict() if im is not None else None,
+                    "interval": _json_interval(im),
                 }
             )
     elif args.json:
@@ -331,7 +338,7 @@ def run_eval(args) -> int:
                 **m.to_dict(),
                 "uncertainty": pred.uncertainty,
                 "calibration_size": pred.calibration_size,
-                "interval": im.to_dict() if im is not None else None,
+                "interval": _json_interval(im),
             }
         )
     else:
