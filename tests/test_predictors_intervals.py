@@ -381,3 +381,28 @@ def test_cli_too_few_calibration_points_says_so(table, tmp_path, capsys):
     assert 0 < lo < hi  # a 50 % interval needs only 3 points
     assert main(["predict", str(out), "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["interval_ms"][1] is None
+
+
+def test_kernel_predictor_inherits_calibration(tmp_path):
+    """kernel.py knows nothing of intervals; calibrating it on whole networks works through the base class."""
+    kernel = pytest.importorskip("hwnas.predictors.kernel")
+    from hwnas.predictors.kernels.detect import KernelRecord
+
+    rng = np.random.default_rng(0)
+    recs = []
+    for _ in range(200):
+        hw, cin, cout = int(rng.choice([7, 14, 28])), int(rng.choice([16, 32, 64])), 32
+        recs.append(KernelRecord("conv", hw, hw, cin, cout, 3, 1, 1, hw, hw, "relu"))
+    y = np.array([0.01 + r.macs / 4e9 for r in recs]) * rng.lognormal(0, 0.05, len(recs))
+    p = kernel.KernelPredictor(n_estimators=10, calibrate=False).fit(recs, y)
+    nets, yn = [], []
+    for _ in range(40):
+        idx = rng.choice(len(recs), size=10, replace=False)
+        nets.append(kernel.NetworkRecord(tuple(recs[i] for i in idx)))
+        yn.append(y[idx].sum() * rng.lognormal(0.1, 0.05))  # in a model: ~10 % slower
+    p.calibrate(nets[:30], yn[:30])
+    lo, hi = p.predict_interval(nets[30:], 0.8)
+    assert p.uncertainty == "conformal" and np.all(lo < hi)
+    assert np.mean((np.array(yn[30:]) >= lo) & (np.array(yn[30:]) <= hi)) >= 0.5
+    q = load_predictor(p.save(tmp_path / "k.npz"))
+    np.testing.assert_allclose(q.predict_interval(nets[30:], 0.8)[1], hi)
