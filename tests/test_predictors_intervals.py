@@ -111,7 +111,7 @@ def test_conformal_coverage_holds_on_exchangeable_data():
 def test_bad_levels_and_no_uncertainty(nb201):
     X, y = synthetic(nb201, 60)
     p = create_predictor("gbdt", n_estimators=20).fit(X, y)
-    with pytest.raises(PredictorError, match="--calibrate 0.1"):
+    with pytest.raises(PredictorError, match="--calibrate 0.2"):
         p.predict_interval(X)
     with pytest.raises(PredictorError, match="ensemble"):
         p.predict_quantile(X, 0.9)
@@ -366,7 +366,7 @@ def test_cli_bad_levels_exit_2_one_line(table, tmp_path, capsys):
     # an uncalibrated predictor still predicts its point, and says how to get an interval
     assert main(["predict", str(out), "1", "--json"]) == 0
     cap = capsys.readouterr()
-    assert "interval_ms" not in json.loads(cap.out)[0] and "--calibrate 0.1" in cap.err
+    assert "interval_ms" not in json.loads(cap.out)[0] and "--calibrate 0.2" in cap.err
 
 
 def test_cli_too_few_calibration_points_says_so(table, tmp_path, capsys):

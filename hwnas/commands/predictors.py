@@ -90,7 +90,7 @@ def _interval_table(title: str | None, rows: list[tuple[str, Any, Any]]) -> Any:
 def _no_interval_note(pred) -> str:
     return (
         f"no interval: this {pred.name} predictor is neither calibrated nor an ensemble "
-        "(retrain with --calibrate 0.1 or --set ensemble=5)"
+        "(retrain with --calibrate 0.2 or --set ensemble=5)"
     )
 
 
@@ -103,7 +103,7 @@ def _interval_note(pred, coverage: float) -> str | None:
     if pred.uncertainty == "ensemble":
         return (
             "interval from the ensemble's spread: no coverage guarantee (members agree more than "
-            "the device varies); retrain with --calibrate 0.1 for a calibrated one"
+            "the device varies); retrain with --calibrate 0.2 for a calibrated one"
         )
     if pred.uncertainty != "conformal":
         return None
@@ -517,7 +517,7 @@ def register(sub) -> None:
         "--calibrate",
         default=None,
         metavar="SHARE",
-        help="keep this share of the training set aside (e.g. 0.1), fit on the rest and "
+        help="keep this share of the training set aside (e.g. 0.2), fit on the rest and "
         "calibrate split-conformal intervals on it",
     )
     _add_coverage_option(p, "of the interval reported on the held-out architectures")

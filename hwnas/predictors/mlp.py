@@ -378,7 +378,7 @@ class MLPPredictor(Predictor):
         if len(self.nets) < 2:
             raise PredictorError(
                 "this mlp has one network, so no ensemble spread; train it with "
-                "--set ensemble=5 or calibrate it with --calibrate 0.1"
+                "--set ensemble=5 or calibrate it with --calibrate 0.2"
             )
         members = np.stack([self._member_log(X, k) for k in range(len(self.nets))])
         # The centre is predict_log itself (float32 sums), so lo <= point <= hi exactly.
