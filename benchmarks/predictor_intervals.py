@@ -192,7 +192,8 @@ def main() -> None:
     if args.summarize:
         merged: dict[str, Any] = {}
         for f in args.summarize.split(","):
-            merged.update(json.loads(Path(f).read_text()))
+            for dev, r in json.loads(Path(f).read_text()).items():
+                merged.setdefault(dev, {}).update(r)  # parts may split by device or by N
         for dev, r in merged.items():
             print_device(dev, r)
         print_summary(merged)
