@@ -406,3 +406,20 @@ def test_kernel_predictor_inherits_calibration(tmp_path):
     assert np.mean((np.array(yn[30:]) >= lo) & (np.array(yn[30:]) <= hi)) >= 0.5
     q = load_predictor(p.save(tmp_path / "k.npz"))
     np.testing.assert_allclose(q.predict_interval(nets[30:], 0.8)[1], hi)
+
+
+def test_kernel_calibration_split_keeps_whole_networks_aside():
+    """`train-predictor --predictor kernel --calibrate S` holds out a share of the networks only."""
+    kernel = pytest.importorskip("hwnas.predictors.kernel")
+    from argparse import Namespace
+
+    from hwnas.commands.predictors import _kernel_calibration_split
+    from hwnas.predictors.kernels.detect import KernelRecord
+
+    k = KernelRecord("conv", 7, 7, 16, 16, 3, 1, 1, 7, 7, "relu")
+    X = [k] * 50 + [kernel.NetworkRecord((k, k))] * 20
+    idx = _kernel_calibration_split(X, Namespace(calibrate="0.25", seed=0, db="k.db"))
+    assert len(idx) == 5 and all(i >= 50 for i in idx)
+    assert _kernel_calibration_split(X, Namespace(calibrate=None, seed=0, db="k.db")) == []
+    with pytest.raises(ConfigError, match="at least 2"):
+        _kernel_calibration_split(X[:52], Namespace(calibrate="0.2", seed=0, db="k.db"))
