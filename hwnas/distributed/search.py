@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from hwnas.distributed.cluster import connect, device_resource, ray_module, remote_error
 from hwnas.errors import ConfigError
+from hwnas.searchers.base import rejection_message
 from hwnas.store import Store
 
 if TYPE_CHECKING:
@@ -472,8 +473,7 @@ def run_search_ray(
     Raises:
         ConfigError: a searcher with its own loop, or a device resource on no node.
     """
-    search_obj = searcher.objective_for(objective)
-    needed, cpus = task_resources(search_obj)
+    needed, cpus = task_resources(objective)
     if resources is not None:
         needed = dict(resources)
     cluster = connect(address, num_cpus=num_cpus, resources=dict.fromkeys(needed, 1))
@@ -495,10 +495,15 @@ def run_search_ray(
 
 # ---- the asynchronous variant ------------------------------------------------------------
 
-#: Searchers whose ``update`` takes one record at any time, so that telling them
-#: results in completion order is still their algorithm (Real et al. ran
-#: regularised evolution with asynchronous workers; random search learns nothing).
-ASYNC_SEARCHERS = ("random", "evolution")
+
+def async_searchers() -> list[str]:
+    """Registered searchers whose ``update`` takes one record at any time
+    (``Searcher.asynchronous``), so that telling them results in completion order
+    is still their algorithm (Real et al. ran regularised evolution with
+    asynchronous workers; random search learns nothing)."""
+    from hwnas.searchers import SEARCHERS, searcher_class
+
+    return [n for n in SEARCHERS.names() if getattr(searcher_class(n), "asynchronous", False)]
 
 
 def run_search_ray_async(
@@ -531,47 +536,40 @@ def run_search_ray_async(
         ConfigError: a searcher that needs whole batches (``mnasnet-rl``'s PPO
             update) or a budget below 1.
     """
-    import dataclasses
+    from hwnas.searchers.base import History, Record
 
-    from hwnas.evaluators.base import settings_to_dict
-    from hwnas.searchers.base import History, Record, run_id_of
-
-    if searcher.name not in ASYNC_SEARCHERS:
+    if not getattr(searcher, "asynchronous", False):
         raise ConfigError(
             f"searcher {searcher.name!r} learns from whole batches, so it has no asynchronous "
-            f"variant; run it synchronously (run_search_ray), or use one of: {', '.join(ASYNC_SEARCHERS)}"
+            f"variant; run it synchronously (run_search_ray), or use one of: "
+            f"{', '.join(async_searchers())}"
         )
-    if int(budget) < 1:
-        raise ConfigError(f"the budget must be at least 1 evaluation, got {budget}")
+    if getattr(objective, "verifier", None) is not None:
+        raise ConfigError(
+            "--verify needs the synchronous loop (verifications change what the searcher was "
+            "told, in order); run the search without the asynchronous variant"
+        )
     budget = int(budget)
     ray = ray_module()
-    search_obj = searcher.objective_for(objective)
-    settings = (
-        settings_to_dict(searcher.settings) if dataclasses.is_dataclass(searcher.settings) else {}
-    )
+    search_obj = searcher.prepare(space, objective, budget, seed)
     algo = f"{searcher.name}/async"
-    run_id = run_id_of(algo, settings, space, search_obj, seed)
     meta: dict[str, Any] = {
-        "run_id": run_id,
-        "algorithm": algo,
-        "settings": settings,
-        "space": space.name,
-        "seed": int(seed),
-        "budget": budget,
-        "objective": search_obj.config(),
+        **searcher.run_meta(space, search_obj, budget, seed, algorithm=algo),
         "variant": "async",
         "reproducible": False,
     }
+    run_id = meta["run_id"]
     recorded: list[Record] = []
     if log is not None:
         log.open_run(run_id, algo, space.name, seed, meta)
         recorded = log.records(run_id, space.name)
     history = History(meta=meta)
     seen: set[str] = set()
-    searcher.space = space
-    searcher.reset(space, int(seed), budget)
+    evaluated: set[str] = set()  # accuracy evaluated: what the budget counts
     for rec in recorded:
-        search_obj.remember(space, rec.arch, rec.terms)
+        if not rec.terms.screened:
+            search_obj.remember(space, rec.arch, rec.terms)
+            evaluated.add(rec.arch.id)
         seen.add(rec.arch.id)
         history.records.append(rec)
         if progress is not None:
@@ -585,12 +583,14 @@ def run_search_ray_async(
     cluster = connect(address, num_cpus=num_cpus, resources=dict.fromkeys(needed, 1))
     t_start = time.perf_counter()
     converged = False
+    stopped: str | None = None
     try:
         cluster.check_resources(needed)
         limit = max_in_flight or max(1, int(cluster.cpus // cpus))
         fan = RayEvaluator(limit, num_cpus=cpus, resources=needed)
         running: dict[Any, Any] = {}  # ref -> candidate
         stall, stall_limit = 0, max(budget, 100)
+        rejected, reject_limit = 0, max(20 * budget, 2000)
 
         def tell(cand: Any, terms: Terms, repeat: bool) -> None:
             rec = Record(
@@ -606,6 +606,8 @@ def run_search_ray_async(
             if log is not None:
                 log.append(run_id, rec)
             seen.add(rec.arch.id)
+            if not terms.screened:
+                evaluated.add(rec.arch.id)
             history.records.append(rec)
             if progress is not None:
                 progress(rec, history)
@@ -614,14 +616,29 @@ def run_search_ray_async(
         try:
             while True:
                 flying = {c.arch.id for c in running.values()}
-                while len(running) < limit and len(seen | flying) < budget and not searcher.done():
+                while (
+                    len(running) < limit
+                    and len(evaluated | flying) < budget
+                    and not searcher.done()
+                ):
                     if stall >= stall_limit:
                         converged = True  # only known architectures are proposed any more
+                        break
+                    if rejected >= reject_limit:
+                        stopped = rejection_message(rejected, search_obj)
                         break
                     cands = searcher.propose(1)
                     if not cands:
                         break
                     cand = cands[0]
+                    if not fan.knows(search_obj, space, cand.arch):
+                        cheap = search_obj.cheap_terms(space, [cand.arch])[0]
+                        if search_obj.screen(cheap):  # rejected on cheap terms, in the driver
+                            stall = stall + 1 if cand.arch.id in seen else 0
+                            rejected += 1
+                            tell(cand, search_obj.screened(cheap), cand.arch.id in seen)
+                            continue
+                    rejected = 0
                     if fan.knows(search_obj, space, cand.arch):
                         fan.stats.cache_hits += 1
                         repeat = cand.arch.id in seen
@@ -652,8 +669,10 @@ def run_search_ray_async(
     finally:
         cluster.close()
     history.meta["replayed"] = len(recorded)
-    history.meta["evaluated"] = len(seen)
+    history.meta["evaluated"] = history.meta["accuracy_evaluations"] = len(evaluated)
+    history.meta["screened"] = sum(r.terms.screened and not r.repeat for r in history.records)
     history.meta["converged"] = converged
+    history.meta["stopped"] = stopped
     history.final = searcher.finalize(history, space, objective)
     if log is not None:
         log.set_final(run_id, history.final)

@@ -9,7 +9,7 @@ a ``Settings`` dataclass::
     class MySearch(Searcher):
         name = "my-search"
         Settings = MySettings
-        def reset(self, space, seed, budget): ...
+        def reset(self, space, seed, budget, objective): ...
         def propose(self, n): ...
         def update(self, records): ...
 
@@ -26,14 +26,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from hwnas.registry import Registry
-from hwnas.searchers.base import (
-    Candidate,
-    History,
-    Record,
-    Searcher,
-    SearchLog,
-    pareto_front,
-)
+from hwnas.searchers.base import Candidate, History, Record, Searcher, pareto_front
+from hwnas.store.search_log import SearchLog
 
 SEARCHERS: Registry[Searcher] = Registry("searcher")
 

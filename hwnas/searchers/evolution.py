@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hwnas.errors import ConfigError
+from hwnas.objectives import Objective
 from hwnas.searchers import SEARCHERS
 from hwnas.searchers.base import Candidate, Record, Searcher
 from hwnas.spaces.base import SearchSpace
@@ -37,11 +38,15 @@ class EvolutionSettings:
         population_size: P, members kept alive (the first P evaluations are random).
         sample_size: S, members drawn per tournament (S = P is greedy, S = 1 is random walk).
         batch_size: children proposed per round from the same population.
+        keep_rejected: let candidates rejected on cheap terms (a predicted latency
+            over a hard target) join the population; by default they do not, as an
+            infeasible child is discarded and the next tournament proposes again.
     """
 
     population_size: int = 20
     sample_size: int = 5
     batch_size: int = 1
+    keep_rejected: bool = False
 
     def __post_init__(self) -> None:
         if self.population_size < 2:
@@ -64,9 +69,10 @@ class RegularizedEvolution(Searcher):
     """Regularised (ageing) evolution: tournament selection, mutate the winner, drop the oldest."""
 
     name = "evolution"
+    asynchronous = True  # update takes one record at any time
     Settings = EvolutionSettings
 
-    def reset(self, space: SearchSpace, seed: int, budget: int) -> None:
+    def reset(self, space: SearchSpace, seed: int, budget: int, objective: Objective) -> None:
         self.space = space
         self.rng = np.random.default_rng(seed)
         self.population: collections.deque[Record] = collections.deque()
@@ -93,6 +99,8 @@ class RegularizedEvolution(Searcher):
 
     def update(self, records: list[Record]) -> None:
         for r in records:
+            if r.terms.screened and not self.settings.keep_rejected:
+                continue  # rejected on cheap terms: not a member; the next tournament proposes again
             self.population.append(r)
             if len(self.population) > self.settings.population_size:
                 self.population.popleft()  # the oldest, whatever its fitness
