@@ -54,10 +54,53 @@ def _load_dataset(args, space) -> Any:
     )
 
 
-def _metrics_table(title: str, rows: list[tuple[str, Any]]) -> Any:
-    from hwnas.predictors.metrics import FIELDS, HEADERS
+def _level(value: Any, option: str) -> float:
+    """A --coverage / --calibrate value, or a one-line ConfigError (exit 2)."""
+    from hwnas.predictors.base import check_level
 
-    return table(title, ["data", *[HEADERS[f] for f in FIELDS]], [(n, *m.row()) for n, m in rows])
+    return check_level(value, option)
+
+
+def _finite(v: float) -> float | None:
+    """JSON has no infinity: an unbounded interval end is written as null."""
+    import math
+
+    return v if math.isfinite(v) else None
+
+
+def _interval_table(title: str | None, rows: list[tuple[str, Any, Any]]) -> Any:
+    """Point metrics and interval metrics side by side, one row per data set."""
+    from hwnas.predictors.metrics import FIELDS, HEADERS, INTERVAL_FIELDS, INTERVAL_HEADERS
+
+    cols = ["data", *[HEADERS[f] for f in FIELDS]]
+    if any(im is not None for _, _, im in rows):
+        nominal = next(im.nominal for _, _, im in rows if im is not None)
+        cols += [f"{nominal:.0%} " + INTERVAL_HEADERS[f] for f in INTERVAL_FIELDS]
+    body = [(n, *m.row(), *(im.row() if im is not None else [])) for n, m, im in rows]
+    return table(title, cols, body)
+
+
+def _no_interval_note(pred) -> str:
+    return (
+        f"no interval: this {pred.name} predictor is neither calibrated nor an ensemble "
+        "(retrain with --calibrate 0.1 or --set ensemble=5)"
+    )
+
+
+def _unbounded_note(pred, coverage: float) -> str | None:
+    """A warning when the calibration set is too small for a bounded ``coverage`` interval."""
+    import math
+
+    n = pred.calibration_size
+    if pred.uncertainty != "conformal":
+        return None
+    need = math.ceil(2.0 / (1.0 - coverage) - 1.0 - 1e-9)
+    if n >= need:
+        return None
+    return (
+        f"a {coverage:.0%} interval needs at least {need} calibration architectures, this "
+        f"predictor has {n}: its upper end is unbounded (calibrate on more, or lower --coverage)"
+    )
 
 
 def _dropped_note(ds) -> str:
@@ -84,14 +127,44 @@ def _train_kernel(args, hparams: dict[str, Any]) -> int:
     X, y = kernel_training_data(Store(args.db), args.device)
     hparams.setdefault("seed", args.seed)
     pred = create_predictor("kernel", **hparams)
-    pred.fit(X, y)
+    cal_idx = _kernel_calibration_split(X, args)
+    held = set(cal_idx)
+    fit_idx = [i for i in range(len(y)) if i not in held]
+    pred.fit([X[i] for i in fit_idx], y[fit_idx])
+    if cal_idx:
+        # What the kernel predictor is asked for is a whole network's latency, so
+        # its interval is calibrated on whole networks it did not train on.
+        pred.calibrate([X[i] for i in cal_idx], y[cal_idx])
+        pred.meta["calibration"]["source"] = str(args.db)
     pred.meta.setdefault("device", args.device)
     pred.meta.setdefault("source", str(args.db))
     out = pred.save(args.out)
+    cal = f"; calibrated on {len(cal_idx)} held-out networks" if cal_idx else ""
     console.print(
-        f"trained [bold]kernel[/] on {len(y)} measurements from {args.device}; saved {out}"
+        f"trained [bold]kernel[/] on {len(fit_idx)} measurements from {args.device}{cal}; saved {out}"
     )
     return 0
+
+
+def _kernel_calibration_split(X: list[Any], args) -> list[int]:
+    """Indices of the calibration networks kept aside by ``--calibrate`` (none without it)."""
+    import numpy as np
+
+    from hwnas.predictors.kernel import NetworkRecord
+
+    if args.calibrate is None:
+        return []
+    share = _level(args.calibrate, "--calibrate")
+    nets = [i for i, x in enumerate(X) if isinstance(x, NetworkRecord)]
+    n_cal = int(round(share * len(nets)))
+    if n_cal < 2:
+        raise ConfigError(
+            f"--calibrate {share} keeps {n_cal} of the {len(nets)} measured networks in {args.db} "
+            "for calibration; it needs at least 2 (measure more networks with "
+            "`hwnas sample-kernels`, or give a larger share)"
+        )
+    perm = np.random.default_rng([args.seed, 1]).permutation(len(nets))
+    return sorted(nets[j] for j in perm[:n_cal])
 
 
 def run_train(args) -> int:
@@ -99,17 +172,20 @@ def run_train(args) -> int:
 
     from hwnas.predictors import PREDICTORS, create_predictor, load_predictor
     from hwnas.predictors.data import (
+        calibrate_dataset,
         default_encoding,
         fit_predictor,
-        predict_dataset,
         record_meta,
         split,
+        split_calibration,
     )
-    from hwnas.predictors.metrics import evaluate
     from hwnas.predictors.transfer import finetune
     from hwnas.spaces import get_space
 
     PREDICTORS.factory(args.predictor)  # unknown name: fail before reading data
+    coverage = _level(args.coverage, "--coverage")
+    if args.calibrate is not None:
+        _level(args.calibrate, "--calibrate")
     hparams = _parse_sets(args.set)
     if args.predictor == "kernel":
         return _train_kernel(args, hparams)
@@ -120,6 +196,9 @@ def run_train(args) -> int:
     space = get_space(args.space)
     ds = _load_dataset(args, space)
     train, test = split(ds, args.train_size, args.seed)
+    cal = None
+    if args.calibrate is not None:
+        train, cal = split_calibration(train, args.calibrate, args.seed)
     sources = [s for s in (args.transfer_from or "").split(",") if s]
     encoding = args.encoding or default_encoding(args.predictor)
     if args.predictor == "flops-linear" and not args.encoding:
@@ -158,20 +237,50 @@ def run_train(args) -> int:
                 f"--set: {exc}; see the predictor's docstring for its settings"
             ) from exc
         fit_predictor(pred, train, space, encoding)
+    if cal is not None:
+        calibrate_dataset(pred, cal, space)
     out = pred.save(args.out)
+    cal_text = f"; calibrated on {len(cal)} held-out architectures (split-conformal)" if cal else ""
     console.print(
         f"trained [bold]{pred.name}[/] ({pred.meta.get('encoding')} encoding) on {len(train)} "
-        f"'{space.name}' architectures measured on {ds.device}; saved {out}"
+        f"'{space.name}' architectures measured on {ds.device}{cal_text}; saved {out}"
     )
-    note = _dropped_note(ds)
-    if note:
-        err_console.print(note)
+    for note in (_dropped_note(ds), _unbounded_note(pred, coverage)):
+        if note:
+            err_console.print(note)
     if len(test) >= 2 and not args.no_eval:
-        m = evaluate(test.y_ms, predict_dataset(pred, test, space))
-        console.print(_metrics_table(None, [(f"held out ({len(test)})", m)]))
+        m, im = _evaluate(pred, test, space, coverage)
+        console.print(_interval_table(None, [(f"held out ({len(test)})", m, im)]))
         if args.json:
-            print_json({"predictor": str(out), "test": m.to_dict()})
+            print_json(
+                {
+                    "predictor": str(out),
+                    "uncertainty": pred.uncertainty,
+                    "calibration_size": pred.calibration_size,
+                    "test": m.to_dict(),
+                    "interval": im.to_dict() if im is not None else None,
+                }
+            )
+    elif args.json:
+        print_json(
+            {
+                "predictor": str(out),
+                "uncertainty": pred.uncertainty,
+                "calibration_size": pred.calibration_size,
+            }
+        )
     return 0
+
+
+def _evaluate(pred, ds, space, coverage: float) -> tuple[Any, Any]:
+    """Point metrics, and interval metrics when the predictor gives intervals (else None)."""
+    from hwnas.predictors.data import predict_dataset, predict_dataset_interval
+    from hwnas.predictors.metrics import evaluate, interval_metrics
+
+    if pred.uncertainty == "none":
+        return evaluate(ds.y_ms, predict_dataset(pred, ds, space)), None
+    point, lo, hi = predict_dataset_interval(pred, ds, space, coverage)
+    return evaluate(ds.y_ms, point), interval_metrics(ds.y_ms, lo, hi, point, coverage)
 
 
 def run_eval(args) -> int:
@@ -179,9 +288,10 @@ def run_eval(args) -> int:
 
     from hwnas.predictors import load_predictor
     from hwnas.predictors.data import predict_dataset
-    from hwnas.predictors.metrics import evaluate, plot_predicted_vs_measured
+    from hwnas.predictors.metrics import plot_predicted_vs_measured
     from hwnas.spaces import get_space
 
+    coverage = _level(args.coverage, "--coverage")
     pred = load_predictor(args.predictor_file, space=args.space)
     space_name = args.space or pred.meta.get("space")
     if not space_name:
@@ -200,24 +310,38 @@ def run_eval(args) -> int:
             )
     if len(ds) < 2:
         raise ConfigError("fewer than 2 architectures to evaluate on; give more data")
-    y = predict_dataset(pred, ds, space)
-    m = evaluate(ds.y_ms, y)
-    note = _dropped_note(ds)
-    if note:
-        err_console.print(note)
+    m, im = _evaluate(pred, ds, space, coverage)
+    notes = [_dropped_note(ds), _unbounded_note(pred, coverage)]
+    if im is None:
+        notes.append(_no_interval_note(pred))
+    for note in notes:
+        if note:
+            err_console.print(note)
     if args.json:
-        print_json({"predictor": args.predictor_file, "device": ds.device, **m.to_dict()})
+        print_json(
+            {
+                "predictor": args.predictor_file,
+                "device": ds.device,
+                **m.to_dict(),
+                "uncertainty": pred.uncertainty,
+                "calibration_size": pred.calibration_size,
+                "interval": im.to_dict() if im is not None else None,
+            }
+        )
     else:
         trained_on = pred.meta.get("device", "?")
         console.print(
-            _metrics_table(
+            _interval_table(
                 f"{pred.name} predictor (trained on {trained_on}) vs {ds.device} measurements",
-                [(ds.source, m)],
+                [(ds.source, m, im)],
             )
         )
     if args.plot:
         path = plot_predicted_vs_measured(
-            ds.y_ms, y, args.plot, title=f"{pred.name} on {ds.device} ({len(ds)} archs)"
+            ds.y_ms,
+            predict_dataset(pred, ds, space),
+            args.plot,
+            title=f"{pred.name} on {ds.device} ({len(ds)} archs)",
         )
         err_console.print(f"plot: {path}")
     return 0
@@ -228,9 +352,11 @@ def run_predict(args) -> int:
     from hwnas.predictors.encoders import get_encoding
     from hwnas.spaces import get_space
 
+    coverage = _level(args.coverage, "--coverage")
     pred = load_predictor(args.predictor_file)
     enc = get_encoding(pred.meta.get("encoding") or "onehot")
     space_name = pred.meta.get("space")
+    with_interval = pred.uncertainty != "none"
     rows = []
     for text in args.archs:
         is_file = text.lower().endswith(".onnx") or Path(text).is_file()
@@ -244,16 +370,48 @@ def run_predict(args) -> int:
                     "give .onnx files"
                 )
             space = get_space(space_name)
-            arch = space.parse(text)
+            arch = _parse_arch(space, text)
             X = enc.encode_archs(space, [arch])
             label = space.format(arch)
-        rows.append((label, float(pred.predict(X)[0])))
+        point = float(pred.predict(X)[0])
+        if with_interval:
+            lo, hi = pred.predict_interval(X, coverage)
+            rows.append((label, point, float(lo[0]), float(hi[0])))
+        else:
+            rows.append((label, point))
+    notes = [_unbounded_note(pred, coverage)]
+    if not with_interval:
+        notes.append(_no_interval_note(pred))
+    for note in notes:
+        if note:
+            err_console.print(note)
     if args.json:
-        print_json([{"arch": a, "latency_ms": v} for a, v in rows])
+        out = []
+        for row in rows:
+            item: dict[str, Any] = {"arch": row[0], "latency_ms": row[1]}
+            if with_interval:
+                item["interval_ms"] = [_finite(row[2]), _finite(row[3])]
+            item.update(coverage=coverage if with_interval else None, uncertainty=pred.uncertainty)
+            out.append(item)
+        print_json(out)
     else:
         dev = pred.meta.get("device", "?")
-        console.print(table(f"{pred.name} predictor, device {dev}", ["architecture", "ms"], rows))
+        cols = ["architecture", "ms"]
+        if with_interval:
+            cols += [f"{coverage:.0%} low (ms)", f"{coverage:.0%} high (ms)"]
+        title = f"{pred.name} predictor, device {dev}"
+        if with_interval:
+            title += f", {pred.uncertainty} interval"
+        console.print(table(title, cols, rows))
     return 0
+
+
+def _parse_arch(space, text: str):
+    """An architecture string in the space's own form, or a benchmark index (nb201: 0..15624)."""
+    t = text.strip()
+    if t.isdigit() and hasattr(space, "from_index"):
+        return space.from_index(int(t))
+    return space.parse(text)
 
 
 def _add_data_options(p, with_space_required: bool) -> None:
@@ -288,6 +446,16 @@ def _add_data_options(p, with_space_required: bool) -> None:
         default=None,
         help="search space of the architectures (see `hwnas spaces`); "
         "train-predictor needs it, except for --predictor kernel",
+    )
+
+
+def _add_coverage_option(p, what: str) -> None:
+    # A string checked in run(): a bad value then gets the one-line error, not argparse's usage.
+    p.add_argument(
+        "--coverage",
+        default="0.9",
+        metavar="C",
+        help=f"nominal coverage, strictly between 0 and 1 (default 0.9), {what}",
     )
 
 
@@ -332,6 +500,14 @@ def register(sub) -> None:
         metavar="KEY=VALUE",
         help="predictor setting, repeatable (e.g. --set ensemble=5 --set hidden=[128,128])",
     )
+    p.add_argument(
+        "--calibrate",
+        default=None,
+        metavar="SHARE",
+        help="keep this share of the training set aside (e.g. 0.1), fit on the rest and "
+        "calibrate split-conformal intervals on it",
+    )
+    _add_coverage_option(p, "of the interval reported on the held-out architectures")
     p.add_argument("--out", required=True, metavar="FILE", help="where to save the .npz")
     p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
     p.add_argument("--json", action="store_true", help="also print held-out metrics as JSON")
@@ -351,6 +527,7 @@ def register(sub) -> None:
     p.add_argument(
         "--include-train", action="store_true", help="also evaluate on the training architectures"
     )
+    _add_coverage_option(p, "of the interval whose empirical coverage is reported")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=run_eval)
 
@@ -358,9 +535,17 @@ def register(sub) -> None:
         "predict",
         help="predicted latency of architectures (space strings) or .onnx files",
         description="Predict latency with a saved predictor: ARCH is in the space's string "
-        "form (e.g. '|nor_conv_3x3~0|+|...|' for nb201) or a .onnx path (graph encodings).",
+        "form (e.g. '|nor_conv_3x3~0|+|...|' for nb201), a benchmark index (nb201: 0..15624) "
+        "or a .onnx path (graph encodings). A calibrated or ensemble predictor also prints "
+        "the central --coverage interval.",
     )
     p.add_argument("predictor_file", metavar="FILE", help="a .npz saved by train-predictor")
-    p.add_argument("archs", nargs="+", metavar="ARCH", help="architecture strings or .onnx files")
+    p.add_argument(
+        "archs",
+        nargs="+",
+        metavar="ARCH",
+        help="architecture strings, benchmark indices (nb201) or .onnx files",
+    )
+    _add_coverage_option(p, "of the printed interval")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run_predict)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hwnas.errors import PredictorError
-from hwnas.predictors.base import Predictor, read_predictor_file
+from hwnas.predictors.base import CONFORMAL_KEY, Predictor, read_predictor_file
 from hwnas.registry import Registry
 
 PREDICTORS: Registry[Predictor] = Registry("predictor")
@@ -48,8 +48,11 @@ def load_predictor(
         space, encoding, encoding_length: what the caller will feed it; a file
             trained for something else is refused.
 
+    A calibrated file comes back calibrated (:meth:`Predictor.calibrate`).
+
     Raises:
-        PredictorError: unreadable or foreign file, unknown predictor name, or a
+        PredictorError: unreadable or foreign file, unknown predictor name,
+            NaN/inf weights, arrays of the wrong type or shape, or a
             space/encoding mismatch.
     """
     cfg, arrays = read_predictor_file(path)
@@ -72,12 +75,26 @@ def load_predictor(
             "it was written by another hwnas version, retrain it"
         ) from exc
     pred.meta = dict(cfg.get("meta") or {})
+    scores = arrays.pop(CONFORMAL_KEY, None)
+    calibration = pred.meta.pop("calibration", None)
     try:
         pred.set_state(arrays)
     except KeyError as exc:
         raise PredictorError(
             f"{path} lacks the array {exc} a '{name}' predictor needs; the file is damaged or foreign"
         ) from exc
+    except PredictorError as exc:
+        raise PredictorError(f"{path}: {exc}") from exc
+    except (ValueError, TypeError, IndexError) as exc:
+        # Arrays of the wrong rank or type fail inside set_state with numpy's or
+        # torch's own message; the user needs to know the file is at fault.
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PredictorError(
+            f"{path}: its arrays do not fit a '{name}' predictor ({first}); the file is damaged, "
+            "retrain it with `hwnas train-predictor`"
+        ) from exc
+    if scores is not None:
+        pred.set_calibration(scores, calibration, source=str(path))
     pred.check_compatible(space=space, encoding=encoding, encoding_length=encoding_length)
     return pred
 

@@ -288,12 +288,8 @@ def record_meta(predictor: Predictor, train: Dataset, space: SearchSpace, encodi
         predictor.meta["train_arch_ids"] = sorted({a.id for a in train.archs})
 
 
-def predict_dataset(predictor: Predictor, ds: Dataset, space: SearchSpace) -> np.ndarray:
-    """Predicted latency (ms) of every architecture of ``ds``.
-
-    Raises:
-        PredictorError: the predictor was trained for another space or encoding.
-    """
+def _encoded(predictor: Predictor, ds: Dataset, space: SearchSpace) -> np.ndarray:
+    """``ds`` encoded as ``predictor`` was trained, after checking space and encoding."""
     enc_name = predictor.meta.get("encoding")
     if not enc_name:
         raise PredictorError(
@@ -302,16 +298,88 @@ def predict_dataset(predictor: Predictor, ds: Dataset, space: SearchSpace) -> np
     enc = get_encoding(enc_name)
     length = int(enc.length(space))
     predictor.check_compatible(space=space.name, encoding=enc.name, encoding_length=length or None)
-    return np.asarray(predictor.predict(ds.features(enc, space)), dtype=np.float64)
+    return ds.features(enc, space)
+
+
+def predict_dataset(predictor: Predictor, ds: Dataset, space: SearchSpace) -> np.ndarray:
+    """Predicted latency (ms) of every architecture of ``ds``.
+
+    Raises:
+        PredictorError: the predictor was trained for another space or encoding.
+    """
+    return np.asarray(predictor.predict(_encoded(predictor, ds, space)), dtype=np.float64)
+
+
+def predict_dataset_interval(
+    predictor: Predictor, ds: Dataset, space: SearchSpace, coverage: float = 0.9
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Point prediction and central ``coverage`` interval (ms) of every architecture of ``ds``.
+
+    Returns:
+        ``(point, lo, hi)``.
+
+    Raises:
+        PredictorError: wrong space or encoding, or no uncertainty source.
+        ConfigError: ``coverage`` not strictly between 0 and 1.
+    """
+    X = _encoded(predictor, ds, space)
+    lo, hi = predictor.predict_interval(X, coverage)
+    return np.asarray(predictor.predict(X), dtype=np.float64), lo, hi
+
+
+def calibrate_dataset(
+    predictor: Predictor, cal: Dataset, space: SearchSpace, score: str = "log"
+) -> Predictor:
+    """Split-conformal calibration of ``predictor`` on the held-out measured ``cal`` set.
+
+    See :meth:`Predictor.calibrate` for what the interval then promises. The
+    calibration architectures join ``meta["train_arch_ids"]``: they were used
+    to build the file, so ``eval-predictor`` leaves them out too (coverage
+    measured on them would be biased).
+    """
+    predictor.calibrate(_encoded(predictor, cal, space), cal.y_ms, score=score)
+    ids = predictor.meta.get("train_arch_ids")
+    if isinstance(ids, list) and len(ids) + len(cal) <= MAX_RECORDED_IDS:
+        predictor.meta["train_arch_ids"] = sorted(set(ids) | {a.id for a in cal.archs})
+    predictor.meta["calibration"]["source"] = cal.source
+    return predictor
+
+
+def split_calibration(train: Dataset, share: float, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """Keep ``share`` of ``train`` aside for calibration: (fit part, calibration part).
+
+    Why a random split: split-conformal's guarantee needs the calibration
+    architectures to be exchangeable with the ones predicted later, i.e.
+    drawn the same way as the training set, and never seen by ``fit``.
+
+    Raises:
+        ConfigError: ``share`` not in (0, 1), or either part under 2 architectures.
+    """
+    from hwnas.predictors.base import check_level
+
+    share = check_level(share, "--calibrate (the share of the training set kept for calibration)")
+    n_cal = int(round(share * len(train)))
+    if n_cal < 2 or len(train) - n_cal < 2:
+        raise ConfigError(
+            f"--calibrate {share} of {len(train)} training architectures leaves {n_cal} for "
+            f"calibration and {len(train) - n_cal} for fitting; each needs at least 2 "
+            "(give a larger --train-size or another share)"
+        )
+    # Its own random stream ([seed, 1]): the calibration split must not repeat the train/test one.
+    perm = np.random.default_rng([seed, 1]).permutation(len(train))
+    return train.subset(np.sort(perm[n_cal:])), train.subset(np.sort(perm[:n_cal]))
 
 
 __all__ = [
     "Dataset",
+    "calibrate_dataset",
     "default_encoding",
     "fit_predictor",
     "load_store",
     "load_table",
     "predict_dataset",
+    "predict_dataset_interval",
     "record_meta",
     "split",
+    "split_calibration",
 ]

@@ -110,6 +110,73 @@ def evaluate(y_true: np.ndarray, y_pred: np.ndarray) -> Metrics:
     )
 
 
+#: Interval metric fields in table order (CLI table and JSON alike).
+INTERVAL_FIELDS: tuple[str, ...] = ("coverage", "below", "above", "width")
+
+#: Human column headers of :data:`INTERVAL_FIELDS`.
+INTERVAL_HEADERS: dict[str, str] = {
+    "coverage": "covered (%)",
+    "below": "below (%)",
+    "above": "above (%)",
+    "width": "rel. width (%)",
+}
+
+
+@dataclass(frozen=True)
+class IntervalMetrics:
+    """How well prediction intervals hold the measurements.
+
+    Attributes:
+        nominal: the interval's nominal coverage (0.9 for a 90 % interval).
+        coverage: percentage of measurements inside ``[lo, hi]``; compare with ``nominal``.
+        below, above: percentage under ``lo`` / over ``hi``. ``above`` is the one
+            a latency constraint cares about: the device is slower than the
+            interval said.
+        width: mean of ``(hi - lo) / point``, in percent: how much an interval
+            costs. A 90 % interval that always holds but spans +-50 % says little.
+            Infinite when some interval is unbounded (too few calibration points).
+    """
+
+    nominal: float
+    coverage: float
+    below: float
+    above: float
+    width: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    def row(self) -> list[float]:
+        return [getattr(self, f) for f in INTERVAL_FIELDS]
+
+
+def interval_metrics(
+    y_true: np.ndarray, lo: np.ndarray, hi: np.ndarray, point: np.ndarray, nominal: float
+) -> IntervalMetrics:
+    """Empirical coverage and mean relative width of intervals ``[lo, hi]`` around ``point``.
+
+    Raises:
+        PredictorError: sizes differ, fewer than 2 points, or a measurement <= 0.
+            A point prediction <= 0 has no relative width and is left out of ``width``.
+    """
+    t, p = _check(y_true, point)
+    lo = np.asarray(lo, dtype=np.float64).ravel()
+    hi = np.asarray(hi, dtype=np.float64).ravel()
+    if lo.shape != t.shape or hi.shape != t.shape:
+        raise PredictorError(f"{t.size} measurements but {lo.size}/{hi.size} interval bounds")
+    below = t < lo
+    above = t > hi
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = (hi - lo) / np.where(p > 0, p, np.nan)
+    return IntervalMetrics(
+        nominal=float(nominal),
+        coverage=float(np.mean(~below & ~above) * 100.0),
+        below=float(np.mean(below) * 100.0),
+        above=float(np.mean(above) * 100.0),
+        width=float(np.nanmean(rel) * 100.0) if np.any(p > 0) else float("nan"),
+    )
+
+
 def summarize(runs: list[Metrics]) -> dict[str, tuple[float, float]]:
     """Mean and standard deviation of each field over repeated runs (seeds)."""
     out: dict[str, tuple[float, float]] = {}

@@ -361,6 +361,39 @@ class MLPPredictor(Predictor):
     def predict(self, X: Any) -> np.ndarray:
         return np.exp(self.predict_log(X))
 
+    @property
+    def has_spread(self) -> bool:
+        return len(self.nets) > 1
+
+    def log_spread(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation (ddof=1) of the members' log-latency (ms).
+
+        The mean is what :meth:`predict_log` returns, so the ensemble interval
+        is centred on the point prediction. Why log space: the members are
+        averaged there (a geometric mean), and a log-normal spread gives
+        intervals that scale with latency and never go below 0 ms. The spread
+        is the members' disagreement only (different splits and initial
+        weights), not the device's noise; uncalibrated it is usually too narrow.
+        """
+        if len(self.nets) < 2:
+            raise PredictorError(
+                "this mlp has one network, so no ensemble spread; train it with "
+                "--set ensemble=5 or calibrate it with --calibrate 0.1"
+            )
+        members = np.stack([self._member_log(X, k) for k in range(len(self.nets))])
+        # The centre is predict_log itself (float32 sums), so lo <= point <= hi exactly.
+        return self.predict_log(X), members.std(axis=0, ddof=1)
+
+    def _member_log(self, X: Any, k: int) -> np.ndarray:
+        """Log-latency (ms) predicted by ensemble member ``k`` alone."""
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        if X.ndim == 1:
+            X = X[None, :]
+        self.predict_log(X[:0])  # the shape check, with its message
+        with _threads(1), torch.inference_mode():
+            out = self.nets[k](torch.from_numpy(X)).squeeze(-1).double().numpy()
+        return out * self.sd + self.mu
+
     def torch_module(self, trainable: bool = False) -> LatencyModule:
         """The differentiable form for Latency-DARTS: relaxed weights -> latency (ms).
 
