@@ -193,13 +193,10 @@ class PredictorLatency(LatencySource):
         point = np.asarray(self._pred.predict(X), dtype=np.float64)
         lo = hi = point
         # An uncalibrated predictor (uncertainty "none") has no interval: its bounds are the point.
-        if getattr(self._pred, "uncertainty", "none") != "none" and hasattr(
-            self._pred, "predict_quantile"
-        ):
-            hi = np.maximum(np.asarray(self._pred.predict_quantile(X, quantile), float), point)
-            lo = np.minimum(
-                np.asarray(self._pred.predict_quantile(X, 1.0 - quantile), float), point
-            )
+        if getattr(self._pred, "uncertainty", "none") != "none":
+            q_lo, q_hi = self._pred.predict_quantiles(X, [1.0 - quantile, quantile])
+            lo = np.minimum(np.asarray(q_lo, dtype=np.float64), point)
+            hi = np.maximum(np.asarray(q_hi, dtype=np.float64), point)
         self.predictions += len(archs)
         return X, point, lo, hi
 
