@@ -156,6 +156,7 @@ class PredictorLatency(LatencySource):
         self._pred: Any = None
         self._encoding: Any = None
         self.trust = Trust()
+        self._memo: dict[tuple[str, float], dict[str, tuple]] = {}
         self.predictions = 0  # architectures predicted (a cheap query each)
 
     def _load(self, space: SearchSpace) -> None:
@@ -188,17 +189,34 @@ class PredictorLatency(LatencySource):
         return str(getattr(self._pred, "uncertainty", "none")) if self._pred is not None else "none"
 
     def _raw(self, space: SearchSpace, archs: Sequence[Arch], quantile: float) -> tuple:
+        """(encodings, point, lower, upper) before the trust correction.
+
+        A prediction is a pure function of the architecture, so each is
+        computed once per quantile (a search re-asks about repeats and, after
+        every verification, about all its unverified candidates).
+        """
         self._load(space)
-        X = np.asarray(self._encoding.encode_archs(space, list(archs)), dtype=np.float64)
-        point = np.asarray(self._pred.predict(X), dtype=np.float64)
-        lo = hi = point
-        # An uncalibrated predictor (uncertainty "none") has no interval: its bounds are the point.
-        if getattr(self._pred, "uncertainty", "none") != "none":
-            q_lo, q_hi = self._pred.predict_quantiles(X, [1.0 - quantile, quantile])
-            lo = np.minimum(np.asarray(q_lo, dtype=np.float64), point)
-            hi = np.maximum(np.asarray(q_hi, dtype=np.float64), point)
+        memo = self._memo.setdefault((space.name, float(quantile)), {})
+        todo = list({a.id: a for a in archs if a.id not in memo}.values())
+        if todo:
+            X = np.asarray(self._encoding.encode_archs(space, todo), dtype=np.float64)
+            point = np.asarray(self._pred.predict(X), dtype=np.float64)
+            lo = hi = point
+            # An uncalibrated predictor (uncertainty "none") has no interval: bounds = point.
+            if getattr(self._pred, "uncertainty", "none") != "none":
+                q_lo, q_hi = self._pred.predict_quantiles(X, [1.0 - quantile, quantile])
+                lo = np.minimum(np.asarray(q_lo, dtype=np.float64), point)
+                hi = np.maximum(np.asarray(q_hi, dtype=np.float64), point)
+            for i, a in enumerate(todo):
+                memo[a.id] = (X[i], float(point[i]), float(lo[i]), float(hi[i]))
+        rows = [memo[a.id] for a in archs]
         self.predictions += len(archs)
-        return X, point, lo, hi
+        return (
+            np.stack([r[0] for r in rows]),
+            np.array([r[1] for r in rows]),
+            np.array([r[2] for r in rows]),
+            np.array([r[3] for r in rows]),
+        )
 
     def interval(
         self, space: SearchSpace, archs: Sequence[Arch], quantile: float = 0.9

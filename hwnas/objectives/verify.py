@@ -293,7 +293,8 @@ class Verifier:
 
     def incumbent(self, history: History) -> Record | None:
         """The best feasible evaluated record, if it still needs verifying."""
-        best = history.best()
+        pool = [r for r in history.records if r.feasible and not r.repeat and _finite(r.reward)]
+        best = max(pool, key=lambda r: float(r.reward), default=None)
         if best is None or best.arch.id in self.results:
             return None
         return best

@@ -530,7 +530,8 @@ class Searcher(ABC):
                 add(rec, fresh=False)
             batch += self._evaluate_fresh(space, search_obj, fresh, history, seen, evaluated, add)
             self.update(batch)
-            if verifier is not None:
+            # The incumbent changes only with a newly evaluated candidate.
+            if verifier is not None and any(not r.terms.screened and not r.repeat for r in batch):
                 while verifier.remaining > 0:
                     inc = verifier.incumbent(history)
                     if inc is None:
@@ -539,6 +540,9 @@ class Searcher(ABC):
         if verifier is not None:
             _decide(verifier, space, search_obj, history, log)
             history.meta["verification"] = verifier.summary()
+            history.meta["verification_rows"] = [
+                {k: v for k, v in r.items() if k != "violates"} for r in verifier.rows
+            ]
         history.meta["replayed"] = min(len(recorded), len(history))
         history.meta["diverged"] = diverged
         history.meta["evaluated"] = len(evaluated)

@@ -41,12 +41,17 @@ class EvolutionSettings:
         keep_rejected: let candidates rejected on cheap terms (a predicted latency
             over a hard target) join the population; by default they do not, as an
             infeasible child is discarded and the next tournament proposes again.
+        retries: times a mutation is redrawn while it yields an architecture already
+            told (evaluated or rejected): on a deterministic objective a repeat teaches
+            nothing and, told again, only ages the population (0: the paper's plain
+            mutation).
     """
 
     population_size: int = 20
     sample_size: int = 5
     batch_size: int = 1
     keep_rejected: bool = False
+    retries: int = 10
 
     def __post_init__(self) -> None:
         if self.population_size < 2:
@@ -57,6 +62,8 @@ class EvolutionSettings:
             )
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.retries < 0:
+            raise ConfigError(f"retries must be >= 0, got {self.retries}")
 
 
 def _fitness(r: Record) -> float:
@@ -76,6 +83,7 @@ class RegularizedEvolution(Searcher):
         self.space = space
         self.rng = np.random.default_rng(seed)
         self.population: collections.deque[Record] = collections.deque()
+        self.known: set[str] = set()  # told already (evaluated or rejected): not proposed again
 
     def batch_size(self) -> int:
         missing = self.settings.population_size - len(self.population)
@@ -94,11 +102,16 @@ class RegularizedEvolution(Searcher):
             picks = self.rng.integers(len(pop), size=self.settings.sample_size)
             parent = max((pop[i] for i in picks), key=_fitness)
             child = self.space.mutate(parent.arch, self.rng)
+            for _ in range(self.settings.retries):  # a known child: mutate the winner again
+                if child.id not in self.known:
+                    break
+                child = self.space.mutate(parent.arch, self.rng)
             out.append(Candidate(child, "mutation", {"parent_step": parent.step}))
         return out
 
     def update(self, records: list[Record]) -> None:
         for r in records:
+            self.known.add(r.arch.id)
             if r.terms.screened and not self.settings.keep_rejected:
                 continue  # rejected on cheap terms: not a member; the next tournament proposes again
             self.population.append(r)
