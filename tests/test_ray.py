@@ -480,6 +480,7 @@ def test_search_on_ray_screens_and_verifies_in_the_driver(ray_cluster, synthetic
     )
     assert again.meta["replayed"] == len(remote) and _trace(again) == _trace(remote)
     assert again.meta["verification"] == remote.meta["verification"]
-    assert len(SearchLog(db).verifications(remote.meta["run_id"])) == (
-        remote.meta["verification"]["verified"]
+    assert (
+        len(SearchLog(db).verifications(remote.meta["run_id"]))
+        == (remote.meta["verification"]["verified"])
     )

@@ -140,9 +140,7 @@ def detach(objective: Objective) -> tuple[Objective, list[Store]]:
                     return _StoreSlot(i)
             stores.append(value)
             return _StoreSlot(len(stores) - 1)
-        if name == "_device":
-            return None
-        return value
+        return value  # a device latency drops its open device itself (__getstate__)
 
     return _walk(objective, fn), stores
 
@@ -171,10 +169,9 @@ def _prime(objective: Objective, space: SearchSpace) -> None:
     a proxy training, need those files on every node.)
     """
     lat = objective.latency
-    for hook in ("_load_cache", "_load"):  # DeviceLatency / PredictorLatency
-        load = getattr(lat, hook, None)
-        if callable(load):
-            load(space)
+    prepare = getattr(lat, "prepare", None)  # duck-typed sources may not have it
+    if callable(prepare):
+        prepare(space)
 
 
 # ---- the task ----------------------------------------------------------------------------

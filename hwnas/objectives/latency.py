@@ -53,6 +53,10 @@ class LatencySource(ABC):
     def close(self) -> None:
         """Release devices and files."""
 
+    def prepare(self, space: SearchSpace) -> None:
+        """Load now what the first query would load (files, the store's cache), e.g.
+        before the source is shipped to workers that cannot read them."""
+
     @property
     def uncertainty(self) -> str:
         """How the interval is made: ``none`` (an exact value), ``conformal`` or ``ensemble``."""
@@ -158,6 +162,9 @@ class PredictorLatency(LatencySource):
         self.trust = Trust()
         self._memo: dict[tuple[str, float], dict[str, tuple]] = {}
         self.predictions = 0  # architectures predicted (a cheap query each)
+
+    def prepare(self, space: SearchSpace) -> None:
+        self._load(space)
 
     def _load(self, space: SearchSpace) -> None:
         if self._pred is not None:
@@ -306,6 +313,15 @@ class DeviceLatency(LatencySource):
                 else create_device(self.device_name, **kw)
             )
         return self._device
+
+    def prepare(self, space: SearchSpace) -> None:
+        self._load_cache(space)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A pickled copy (a Ray worker's) opens its own device: a live one does not travel."""
+        state = dict(self.__dict__)
+        state["_device"] = None
+        return state
 
     def _load_cache(self, space: SearchSpace) -> None:
         if self.store is None or space.name in self._loaded_spaces:
