@@ -43,7 +43,7 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -390,29 +390,6 @@ class RayEvaluator:
         finally:
             self.cancel_pending()
 
-    @contextmanager
-    def installed(self, searcher: Searcher) -> Iterator[Searcher]:
-        """Make ``searcher`` evaluate through this fan-out for the duration of the block.
-
-        Raises:
-            ConfigError: the searcher evaluates its candidates in its own way.
-        """
-        from hwnas.searchers.base import Searcher
-
-        if (
-            type(searcher).evaluate is not Searcher.evaluate
-            or type(searcher).run is not Searcher.run
-        ):
-            raise ConfigError(
-                f"searcher {searcher.name!r} runs its own evaluation loop, so its candidates "
-                "cannot be fanned out on Ray; run it without --ray"
-            )
-        searcher.evaluate = self.evaluate  # type: ignore[method-assign]  # instance attribute
-        try:
-            yield searcher
-        finally:
-            del searcher.evaluate
-
 
 def task_resources(objective: Objective) -> tuple[dict[str, float], float]:
     """(custom resources, CPUs) an evaluation task of ``objective`` needs.
@@ -468,8 +445,15 @@ def run_search_ray(
             device's, see :func:`task_resources`).
 
     Raises:
-        ConfigError: a searcher with its own loop, or a device resource on no node.
+        ConfigError: a searcher with its own evaluation, or a device resource on no node.
     """
+    from hwnas.searchers.base import Searcher
+
+    if type(searcher).evaluate is not Searcher.evaluate or type(searcher).run is not Searcher.run:
+        raise ConfigError(
+            f"searcher {searcher.name!r} runs its own evaluation loop, so its candidates "
+            "cannot be fanned out on Ray; run it without --ray"
+        )
     needed, cpus = task_resources(objective)
     if resources is not None:
         needed = dict(resources)
@@ -478,8 +462,9 @@ def run_search_ray(
         cluster.check_resources(needed)
         limit = max_in_flight or max(1, int(cluster.cpus // cpus))
         fan = RayEvaluator(limit, num_cpus=cpus, resources=needed)
-        with fan.installed(searcher):
-            history = searcher.run(space, objective, budget, seed=seed, log=log, progress=progress)
+        history = searcher.run(
+            space, objective, budget, seed=seed, log=log, progress=progress, evaluator=fan
+        )
         history.meta["ray"] = {
             "address": address,
             "max_in_flight_limit": limit,

@@ -425,6 +425,7 @@ class Searcher(ABC):
         log: SearchLog | None = None,
         progress: ProgressFn | None = None,
         max_rejections: int | None = None,
+        evaluator: Any = None,
     ) -> History:
         """Search ``space`` until ``budget`` distinct architectures had their accuracy evaluated.
 
@@ -451,11 +452,15 @@ class Searcher(ABC):
             progress: called after every record (replayed ones too).
             max_rejections: cheap rejections in a row before giving up
                 (default ``max(20 * budget, 2000)``).
+            evaluator: what evaluates each batch instead of :meth:`evaluate`
+                (an object with the same ``evaluate(objective, space, archs)``;
+                :class:`hwnas.distributed.RayEvaluator` fans it out on Ray).
 
         Raises:
             ConfigError: a budget below 1.
         """
         budget = int(budget)
+        self._evaluate_batch = evaluator.evaluate if evaluator is not None else self.evaluate
         search_obj = self.prepare(space, objective, budget, seed)
         meta = self.run_meta(space, search_obj, budget, seed)
         run_id = meta["run_id"]
@@ -579,7 +584,7 @@ class Searcher(ABC):
         rejected = {i: cheap[c.arch.id] for i, c in enumerate(fresh) if c.arch.id in cheap}
         rejected = {i: t for i, t in rejected.items() if obj.screen(t)}
         todo = [c.arch for i, c in enumerate(fresh) if i not in rejected]
-        results = iter(self.evaluate(obj, space, todo))
+        results = iter(self._evaluate_batch(obj, space, todo))
         out = []
         for i, cand in enumerate(fresh):
             if i in rejected:
