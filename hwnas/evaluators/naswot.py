@@ -121,7 +121,8 @@ class NaswotEvaluator(AccuracyEvaluator):
     """
 
     name = "naswot"
-    # NASWOT is expensive: it builds every network and runs a minibatch through it: tenths of a second to seconds per architecture, orders of magnitude above a predictor, so it is checked after the cheap terms.
+    # Expensive: it builds each network and runs a minibatch through it, tenths of a
+    # second to seconds per architecture, orders of magnitude above a predictor's query.
     cost = "expensive"
     unit = "score"
     Settings = NaswotSettings
