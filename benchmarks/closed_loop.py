@@ -199,6 +199,8 @@ def tasks_for(args, done: set) -> list[dict]:
                         t["predictor"] = preds[int(mode.removeprefix("pred").split("+")[0])]
                     if _key(t) not in done:
                         out.append(t)
+    # Seed by seed over every cell of the table: stopped early, each cell has some seeds.
+    out.sort(key=lambda t: (t["seed"], MODES.index(t["mode"]), t["device"], t["searcher"]))
     return out
 
 

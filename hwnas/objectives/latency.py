@@ -232,10 +232,17 @@ class PredictorLatency(LatencySource):
             return []
         X, point, lo, hi = self._raw(space, archs, quantile)
         f = np.exp(self.trust.shift(X))
+        p = point * f
+        # The calibrated interval already allows for the predictor's error: the
+        # correction moves the point, and moves a bound only where the corrected
+        # point leaves the interval. Verified architectures are the incumbents,
+        # the most optimistic predictions (a winner's curse), so their residuals
+        # never relax the screen (the upper bound only rises).
+        lo2 = np.minimum(lo * f, p)
+        hi2 = np.maximum(hi, p)
         src = f"predictor:{self.path.name}" + (" (corrected)" if self.trust.n else "")
         return [
-            (float(p), float(a), float(b), src)
-            for p, a, b in zip(point * f, lo * f, hi * f, strict=True)
+            (float(a), float(b), float(c), src) for a, b, c in zip(p, lo2, hi2, strict=True)
         ]
 
     def latency_ms(self, space: SearchSpace, archs: Sequence[Arch]) -> list[tuple[float, str]]:
