@@ -241,9 +241,7 @@ class PredictorLatency(LatencySource):
         lo2 = np.minimum(lo * f, p)
         hi2 = np.maximum(hi, p)
         src = f"predictor:{self.path.name}" + (" (corrected)" if self.trust.n else "")
-        return [
-            (float(a), float(b), float(c), src) for a, b, c in zip(p, lo2, hi2, strict=True)
-        ]
+        return [(float(a), float(b), float(c), src) for a, b, c in zip(p, lo2, hi2, strict=True)]
 
     def latency_ms(self, space: SearchSpace, archs: Sequence[Arch]) -> list[tuple[float, str]]:
         return [(p, s) for p, _, _, s in self.interval(space, archs)]
