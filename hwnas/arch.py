@@ -9,6 +9,7 @@ process, on every machine, in every database.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -59,9 +60,10 @@ class Arch:
             separators=(",", ":"),
         )
 
-    @property
+    @functools.cached_property
     def id(self) -> str:
-        """Stable 16-hex-digit id: sha256 of :meth:`canonical_json`."""
+        """Stable 16-hex-digit id: sha256 of :meth:`canonical_json` (computed once: searches
+        ask for it at every step)."""
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
 
     def to_json(self) -> str:

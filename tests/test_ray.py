@@ -432,3 +432,55 @@ def test_search_command_with_ray(ray_cluster, synthetic_nb201, tmp_path, capsys)
             rows[tag] = [(r["arch_id"], r["reward"], r["repeat"]) for r in csv.DictReader(f)]
     capsys.readouterr()
     assert len(rows["ray"]) >= 24 and rows["ray"] == rows["local"]
+
+
+@pytest.mark.ray
+def test_search_on_ray_screens_and_verifies_in_the_driver(ray_cluster, synthetic_nb201, tmp_path):
+    """Cheap-first and --verify on Ray: the same history, answer and verifications as the
+    local loop; no task is spent on a candidate rejected on cheap terms; a resumed run
+    replays its verifications without measuring again."""
+    from hwnas.distributed import run_search_ray
+    from hwnas.evaluators.table import TableEvaluator
+    from hwnas.objectives import Objective, TableLatency
+    from hwnas.objectives.verify import Verifier
+    from hwnas.searchers import SearchLog, create_searcher
+    from hwnas.spaces import get_space
+
+    space = get_space("nb201")
+    settings = {"population_size": 6, "sample_size": 3, "batch_size": 3}
+
+    def obj(store=None):
+        o = Objective(
+            TableEvaluator(synthetic_nb201, "acc"),
+            TableLatency(synthetic_nb201, "lat"),
+            latency_target_ms=12.0,
+            reward="hard",
+        )
+        o.verifier = Verifier(TableLatency(synthetic_nb201, "lat"), "table:lat", 10, store)
+        return o
+
+    local = create_searcher("evolution", **settings).run(space, obj(), 20, seed=5)
+    db = tmp_path / "v.db"
+    remote = run_search_ray(
+        create_searcher("evolution", **settings),
+        space,
+        obj(Store(db)),
+        20,
+        seed=5,
+        log=SearchLog(db),
+        max_in_flight=3,
+    )
+    assert _trace(remote) == _trace(local)
+    assert remote.meta["ray"]["tasks"] == remote.meta["accuracy_evaluations"] == 20
+    assert remote.meta["screened"] > 0
+    assert remote.meta["verification"] == local.meta["verification"]
+    assert remote.answer().arch.id == local.answer().arch.id
+    again = create_searcher("evolution", **settings).run(
+        space, obj(Store(db)), 20, seed=5, log=SearchLog(db)
+    )
+    assert again.meta["replayed"] == len(remote) and _trace(again) == _trace(remote)
+    assert again.meta["verification"] == remote.meta["verification"]
+    assert (
+        len(SearchLog(db).verifications(remote.meta["run_id"]))
+        == (remote.meta["verification"]["verified"])
+    )

@@ -79,11 +79,15 @@ def _arch_seq(history):
 def test_searcher_contract(name, table_csv, space):
     s = create_searcher(name, **FAST.get(name, {}))
     h = s.run(space, _objective(table_csv), budget=8, seed=3)
-    ids = {r.arch.id for r in h.records}
+    ids = {r.arch.id for r in h.records if not r.terms.screened}
     assert len(ids) == 8 or h.meta["converged"]
+    assert h.meta["accuracy_evaluations"] == len(ids)
     for r in h.records:
         space.validate(r.arch)
-        assert r.terms.latency_ms is not None and r.terms.accuracy is not None
+        assert r.terms.latency_ms is not None
+        # The table's latency is exact, so cheap-first rejects exactly what breaks T.
+        assert r.terms.screened == (r.terms.latency_ms > 5.0)
+        assert (r.terms.accuracy is None) == r.terms.screened
         assert r.feasible == (r.terms.latency_ms <= 5.0)
     assert [r.step for r in h.records] == list(range(len(h.records)))
     # Same seed, same sequence; another seed, another one.
@@ -139,10 +143,11 @@ def test_budget_counts_distinct_architectures(table_csv, space):
     h = create_searcher("evolution", population_size=4, sample_size=4).run(
         space, _objective(table_csv), budget=30, seed=0
     )
-    distinct = {r.arch.id for r in h.records}
+    distinct = {r.arch.id for r in h.records if not r.terms.screened}
     assert len(distinct) == 30
     repeats = [r for r in h.records if r.repeat]
-    assert len(h.records) == 30 + len(repeats)
+    screened = [r for r in h.records if r.terms.screened and not r.repeat]
+    assert len(h.records) == 30 + len(repeats) + len(screened) and screened
     assert all(r.terms.eval_s == 0.0 for r in repeats)
 
 
@@ -170,21 +175,21 @@ def _rec(step, arch, reward, feasible=True, **terms):
     return Record(step=step, arch=arch, arch_str=str(step), terms=t)
 
 
-def test_evolution_removes_the_oldest_not_the_worst(space):
+def test_evolution_removes_the_oldest_not_the_worst(space, table_csv):
     ev = RegularizedEvolution(population_size=3, sample_size=3)
-    ev.reset(space, 0, 100)
+    ev.reset(space, 0, 100, _objective(table_csv))
     rng = np.random.default_rng(0)
     recs = [_rec(i, space.sample(rng), r) for i, r in enumerate([99.0, 1.0, 2.0, 3.0])]
     ev.update(recs)
     assert [r.step for r in ev.population] == [1, 2, 3]  # the best (step 0) aged out
 
 
-def test_evolution_mutates_the_tournament_winner(space):
+def test_evolution_mutates_the_tournament_winner(space, table_csv):
     """Tournaments draw S members with replacement (Real et al., Algorithm 1) and the
     best drawn one is mutated: with S = P = 4 the population's best wins with
     probability 1 - (3/4)^4 = 0.68, never a member below every drawn one."""
     ev = RegularizedEvolution(population_size=4, sample_size=4, batch_size=400)
-    ev.reset(space, 0, 1000)
+    ev.reset(space, 0, 1000, _objective(table_csv))
     rng = np.random.default_rng(1)
     recs = [_rec(i, space.sample(rng), r) for i, r in enumerate([1.0, 5.0, 2.0, 3.0])]
     assert ev.batch_size() == 4 and all(c.origin == "sample" for c in ev.propose(4))
@@ -226,9 +231,9 @@ def test_controller_emits_one_valid_decision_per_step_of_any_space(space_name):
     assert logp.shape == (5,) and torch.all(logp <= 0) and torch.all(ent > 0)
 
 
-def test_ppo_update_raises_the_probability_of_rewarded_architectures(space):
+def test_ppo_update_raises_the_probability_of_rewarded_architectures(space, table_csv):
     rl = MnasNetRL(batch_size=8, lr=0.05)
-    rl.reset(space, 0, 100)
+    rl.reset(space, 0, 100, _objective(table_csv))
     rng = np.random.default_rng(0)
     good = space.sample(rng)
     others = [space.sample(rng) for _ in range(7)]
@@ -244,9 +249,9 @@ def test_ppo_update_raises_the_probability_of_rewarded_architectures(space):
     assert rl.updates == 5 and rl.baseline is not None
 
 
-def test_rl_update_survives_failed_candidates(space):
+def test_rl_update_survives_failed_candidates(space, table_csv):
     rl = MnasNetRL(batch_size=4)
-    rl.reset(space, 0, 10)
+    rl.reset(space, 0, 10, _objective(table_csv))
     rng = np.random.default_rng(0)
     recs = [_rec(i, space.sample(rng), r) for i, r in enumerate([math.nan, -math.inf, 50.0, 60.0])]
     rl.update(recs)
@@ -268,7 +273,9 @@ def test_naswot_search_keeps_the_best_feasible_score_and_looks_up_its_accuracy(t
     s = create_searcher("naswot", n=6, batch_size=4, input_size=8)
     obj = _objective(table_csv, "hard", target=4.0)
     h = s.run(space, obj, budget=50, seed=0)
-    assert len(h) == 6 and s.done()
+    # Six scored; cheaply rejected samples (table latency over T) cost no score.
+    assert len([r for r in h.records if not r.terms.screened]) == 6 and s.done()
+    assert all(r.terms.latency_ms > 4.0 for r in h.records if r.terms.screened)
     feasible = [r for r in h.records if r.feasible]
     final = h.final
     if not feasible:
@@ -325,7 +332,7 @@ def test_search_log_round_trips_records_and_runs(tmp_path, space, table_csv):
     assert [r.arch for r in back] == [r.arch for r in h.records]
     assert [r.terms.reward for r in back] == pytest.approx([r.terms.reward for r in h.records])
     runs = SearchLog(db).runs()
-    assert runs[0]["run_id"] == h.meta["run_id"] and runs[0]["n"] == 8
+    assert runs[0]["run_id"] == h.meta["run_id"] and runs[0]["n"] == len(h.records)
     # Records with an infinite latency (failed measurement) survive the JSON round trip.
     rec = Record(0, Arch("nb201", (0,) * 6), "x", Terms(latency_ms=math.inf, reward=-math.inf))
     log.open_run("r", "random", "nb201", 0, {})

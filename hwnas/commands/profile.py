@@ -246,7 +246,10 @@ def register(sub) -> None:
         description="Measure latency (median, IQR, p90, CV over adaptive runs) with params, MACs and FLOPs.",
     )
     p.add_argument(
-        "models", nargs="+", metavar="MODEL", help="zoo name, 'all', 'demo' (the short set), or path to a .onnx file"
+        "models",
+        nargs="+",
+        metavar="MODEL",
+        help="zoo name, 'all', 'demo' (the short set), or path to a .onnx file",
     )
     add_measure_options(p)
     p.add_argument(

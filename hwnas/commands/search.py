@@ -22,6 +22,7 @@ from hwnas.commands._common import (
     nonneg_int,
     num_classes,
     out_dir,
+    probability,
     seconds,
     seed,
 )
@@ -34,10 +35,15 @@ accuracy:  table:FILE[:COLUMN]   look up a benchmark CSV (column default: accura
 latency:   device:NAME           measured (cached in --db: never measured twice), e.g. device:cpu-ort
            predictor:FILE.npz    a trained latency predictor
            table:COLUMN          a column of the --accuracy table (or table:FILE:COLUMN)
+verify:    device:NAME           measure deciding candidates on a device (cpu-ort, adb:SERIAL, ssh:HOST)
+           table:FILE:COLUMN     a published table acting as the device
 units:     --latency-target 20ms | 0.02s | 500us;  --memory-target 2MB | 512KB | 2MiB
 rewards:   soft (MnasNet, alpha=beta=-0.07), hard (alpha=0, beta=-1), constraint,
            memnas (MemNAS memory-efficiency vs --memnas-base), accuracy
-Re-running the same command with the same --db resumes the search.
+With --reward hard|constraint cheap terms come first: a candidate whose predicted latency's
+upper bound (--latency-quantile) breaks the target costs no accuracy evaluation; --budget
+counts accuracy evaluations. Re-running the same command with the same --db resumes the
+search (verifications included: none is repeated, none lost).
 """
 
 
@@ -103,9 +109,29 @@ def register(subparsers) -> None:
         "--memnas-base", default=None, help="base architecture (string) of the memnas reward"
     )
     p.add_argument(
+        "--latency-quantile",
+        type=probability,
+        default=0.9,
+        help="with --reward hard|constraint, skip the accuracy of candidates whose predicted "
+        "latency at this quantile already breaks the target (default 0.9)",
+    )
+    p.add_argument(
+        "--verify",
+        default=None,
+        metavar="SOURCE",
+        help="measure the candidates that decide the answer: device:NAME or table:FILE:COLUMN",
+    )
+    p.add_argument(
+        "--verify-budget",
+        type=count,
+        default=50,
+        help="device measurements --verify may make (default 50)",
+    )
+    p.add_argument(
         "--budget",
         type=count,
-        help="distinct architectures to evaluate (a time budget per measurement is --seconds)",
+        help="accuracy evaluations (distinct architectures; a time budget per measurement is "
+        "--seconds)",
     )
     p.add_argument("--db", help="SQLite file: measurements cache and the resumable search log")
     p.add_argument("--seed", type=seed, default=0, help="random seed of the search (default 0)")
@@ -213,6 +239,25 @@ def build_objective(args, space, store) -> Any:
             isolate=args.isolate,
         )
     reward = args.reward or ("soft" if (lat_target or mem_target) else "accuracy")
+    quantile = getattr(args, "latency_quantile", 0.9)
+    if quantile is None or not 0.0 < float(quantile) < 1.0:
+        raise ConfigError(f"--latency-quantile must be in (0, 1), got {quantile}; e.g. 0.9")
+    verifier = None
+    if getattr(args, "verify", None):
+        from hwnas.objectives.verify import create_verifier
+
+        verifier = create_verifier(
+            args.verify,
+            budget=args.verify_budget,
+            store=store,
+            settings=_measure_settings(args),
+            threads=args.threads,
+            isolate=args.isolate,
+        )
+    elif getattr(args, "verify_budget", 50) != 50:
+        raise ConfigError(
+            "--verify-budget needs --verify SOURCE (device:NAME or table:FILE:COLUMN)"
+        )
     obj = Objective(
         accuracy,
         latency,
@@ -224,7 +269,11 @@ def build_objective(args, space, store) -> Any:
         memory_metric=args.memory_metric,
         memnas_lambda=args.memnas_lambda,
         store=store,
+        latency_quantile=quantile,
     )
+    obj.verifier = verifier
+    if verifier is not None:
+        verifier.check(obj, space)
     if args.memnas_base:
         base = space.parse(args.memnas_base)
         t = obj.evaluate(space, [base])[0]
@@ -238,18 +287,13 @@ def build_objective(args, space, store) -> Any:
     return obj
 
 
-def _fmt_row(r) -> list[Any]:
+def _fmt_row(r, verified: bool = False) -> list[Any]:
     t = r.terms
     mem = None if t.memory_bytes is None else f"{t.memory_bytes / 1e6:.3f}"
-    return [
-        r.step,
-        r.arch_str,
-        t.accuracy,
-        t.latency_ms,
-        mem,
-        t.reward,
-        "yes" if t.feasible else "no",
-    ]
+    lat: list[Any] = [t.latency_ms]
+    if verified:
+        lat = [t.latency_predicted_ms, t.latency_measured_ms if t.verified == "ok" else t.verified]
+    return [r.step, r.arch_str, t.accuracy, *lat, mem, t.reward, "yes" if t.feasible else "no"]
 
 
 def run(args) -> int:
@@ -313,6 +357,8 @@ def run(args) -> int:
     finally:
         objective.close()
     summary = history.summary()
+    if history.meta.get("verification"):
+        summary["verification"] = history.meta["verification"]
     summary["replayed"] = history.meta.get("replayed", 0)
     summary["converged"] = history.meta.get("converged", False)
     if args.out:
@@ -343,18 +389,43 @@ def run(args) -> int:
         f"architectures ({summary['replayed']} replayed from {args.db}), {summary['feasible']} feasible"
         + (" — converged early" if summary["converged"] else "")
     )
-    cols = ["step", "architecture", "accuracy", "latency ms", "memory MB", "reward", "feasible"]
-    best = history.best()
-    if best is None:
+    console.print(
+        f"accuracy evaluations {summary['accuracy_evaluations']} (--budget), rejected on cheap "
+        f"terms {summary['screened']}, latency predictions {summary['latency_predictions']}, "
+        f"device measurements {summary['device_measurements']}"
+    )
+    if summary.get("stopped"):
+        err_console.print(f"[yellow]{summary['stopped']}[/]")
+    verified = bool(history.meta.get("verify"))
+    lat_cols = ["predicted ms", "measured ms"] if verified else ["latency ms"]
+    cols = ["step", "architecture", "accuracy", *lat_cols, "memory MB", "reward", "feasible"]
+    best = history.answer()
+    if best is None and verified:
+        v = summary.get("verification") or {}
+        err_console.print(
+            f"[yellow]no candidate was verified feasible: {v.get('verified', 0)} measured on "
+            f"{history.meta['verify']}, none met the target; the search has no answer whose "
+            "measured latency meets it (raise --verify-budget or --latency-target)[/]"
+        )
+    elif best is None:
         err_console.print("[yellow]no evaluated candidate met the constraints[/]")
     else:
-        console.print(table("best feasible (by reward)", cols, [_fmt_row(best)]))
+        title = (
+            f"answer: measured on {history.meta['verify']} within the target"
+            if verified
+            else "best feasible (by reward)"
+        )
+        console.print(table(title, cols, [_fmt_row(best, verified)]))
     if history.final:
         console.print("final: " + json.dumps(_plain(history.final), default=str))
     front = history.pareto_front()
     if front:
         console.print(
-            table(f"Pareto front ({len(front)})", cols, [_fmt_row(r) for r in front[:20]])
+            table(
+                f"Pareto front ({len(front)})",
+                cols,
+                [_fmt_row(r, verified) for r in front[:20]],
+            )
         )
     if args.out:
         err_console.print(

@@ -28,8 +28,8 @@ from hwnas.distributed.campaign import (
 )
 from hwnas.distributed.cluster import Cluster, cluster, connect, device_resource, ray_module
 from hwnas.distributed.search import (
-    ASYNC_SEARCHERS,
     RayEvaluator,
+    async_searchers,
     fanout_note,
     run_search_ray,
     run_search_ray_async,
@@ -37,7 +37,7 @@ from hwnas.distributed.search import (
 )
 
 __all__ = [
-    "ASYNC_SEARCHERS",
+    "async_searchers",
     "Cluster",
     "DeviceSpec",
     "RayCampaign",

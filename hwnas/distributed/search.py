@@ -43,12 +43,13 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hwnas.distributed.cluster import connect, device_resource, ray_module, remote_error
 from hwnas.errors import ConfigError
+from hwnas.searchers.base import rejection_message
 from hwnas.store import Store
 
 if TYPE_CHECKING:
@@ -139,9 +140,7 @@ def detach(objective: Objective) -> tuple[Objective, list[Store]]:
                     return _StoreSlot(i)
             stores.append(value)
             return _StoreSlot(len(stores) - 1)
-        if name == "_device":
-            return None
-        return value
+        return value  # a device latency drops its open device itself (__getstate__)
 
     return _walk(objective, fn), stores
 
@@ -170,10 +169,9 @@ def _prime(objective: Objective, space: SearchSpace) -> None:
     a proxy training, need those files on every node.)
     """
     lat = objective.latency
-    for hook in ("_load_cache", "_load"):  # DeviceLatency / PredictorLatency
-        load = getattr(lat, hook, None)
-        if callable(load):
-            load(space)
+    prepare = getattr(lat, "prepare", None)  # duck-typed sources may not have it
+    if callable(prepare):
+        prepare(space)
 
 
 # ---- the task ----------------------------------------------------------------------------
@@ -392,29 +390,6 @@ class RayEvaluator:
         finally:
             self.cancel_pending()
 
-    @contextmanager
-    def installed(self, searcher: Searcher) -> Iterator[Searcher]:
-        """Make ``searcher`` evaluate through this fan-out for the duration of the block.
-
-        Raises:
-            ConfigError: the searcher evaluates its candidates in its own way.
-        """
-        from hwnas.searchers.base import Searcher
-
-        if (
-            type(searcher).evaluate is not Searcher.evaluate
-            or type(searcher).run is not Searcher.run
-        ):
-            raise ConfigError(
-                f"searcher {searcher.name!r} runs its own evaluation loop, so its candidates "
-                "cannot be fanned out on Ray; run it without --ray"
-            )
-        searcher.evaluate = self.evaluate  # type: ignore[method-assign]  # instance attribute
-        try:
-            yield searcher
-        finally:
-            del searcher.evaluate
-
 
 def task_resources(objective: Objective) -> tuple[dict[str, float], float]:
     """(custom resources, CPUs) an evaluation task of ``objective`` needs.
@@ -470,10 +445,16 @@ def run_search_ray(
             device's, see :func:`task_resources`).
 
     Raises:
-        ConfigError: a searcher with its own loop, or a device resource on no node.
+        ConfigError: a searcher with its own evaluation, or a device resource on no node.
     """
-    search_obj = searcher.objective_for(objective)
-    needed, cpus = task_resources(search_obj)
+    from hwnas.searchers.base import Searcher
+
+    if type(searcher).evaluate is not Searcher.evaluate or type(searcher).run is not Searcher.run:
+        raise ConfigError(
+            f"searcher {searcher.name!r} runs its own evaluation loop, so its candidates "
+            "cannot be fanned out on Ray; run it without --ray"
+        )
+    needed, cpus = task_resources(objective)
     if resources is not None:
         needed = dict(resources)
     cluster = connect(address, num_cpus=num_cpus, resources=dict.fromkeys(needed, 1))
@@ -481,8 +462,9 @@ def run_search_ray(
         cluster.check_resources(needed)
         limit = max_in_flight or max(1, int(cluster.cpus // cpus))
         fan = RayEvaluator(limit, num_cpus=cpus, resources=needed)
-        with fan.installed(searcher):
-            history = searcher.run(space, objective, budget, seed=seed, log=log, progress=progress)
+        history = searcher.run(
+            space, objective, budget, seed=seed, log=log, progress=progress, evaluator=fan
+        )
         history.meta["ray"] = {
             "address": address,
             "max_in_flight_limit": limit,
@@ -495,10 +477,15 @@ def run_search_ray(
 
 # ---- the asynchronous variant ------------------------------------------------------------
 
-#: Searchers whose ``update`` takes one record at any time, so that telling them
-#: results in completion order is still their algorithm (Real et al. ran
-#: regularised evolution with asynchronous workers; random search learns nothing).
-ASYNC_SEARCHERS = ("random", "evolution")
+
+def async_searchers() -> list[str]:
+    """Registered searchers whose ``update`` takes one record at any time
+    (``Searcher.asynchronous``), so that telling them results in completion order
+    is still their algorithm (Real et al. ran regularised evolution with
+    asynchronous workers; random search learns nothing)."""
+    from hwnas.searchers import SEARCHERS, searcher_class
+
+    return [n for n in SEARCHERS.names() if getattr(searcher_class(n), "asynchronous", False)]
 
 
 def run_search_ray_async(
@@ -531,47 +518,40 @@ def run_search_ray_async(
         ConfigError: a searcher that needs whole batches (``mnasnet-rl``'s PPO
             update) or a budget below 1.
     """
-    import dataclasses
+    from hwnas.searchers.base import History, Record
 
-    from hwnas.evaluators.base import settings_to_dict
-    from hwnas.searchers.base import History, Record, run_id_of
-
-    if searcher.name not in ASYNC_SEARCHERS:
+    if not getattr(searcher, "asynchronous", False):
         raise ConfigError(
             f"searcher {searcher.name!r} learns from whole batches, so it has no asynchronous "
-            f"variant; run it synchronously (run_search_ray), or use one of: {', '.join(ASYNC_SEARCHERS)}"
+            f"variant; run it synchronously (run_search_ray), or use one of: "
+            f"{', '.join(async_searchers())}"
         )
-    if int(budget) < 1:
-        raise ConfigError(f"the budget must be at least 1 evaluation, got {budget}")
+    if getattr(objective, "verifier", None) is not None:
+        raise ConfigError(
+            "--verify needs the synchronous loop (verifications change what the searcher was "
+            "told, in order); run the search without the asynchronous variant"
+        )
     budget = int(budget)
     ray = ray_module()
-    search_obj = searcher.objective_for(objective)
-    settings = (
-        settings_to_dict(searcher.settings) if dataclasses.is_dataclass(searcher.settings) else {}
-    )
+    search_obj = searcher.prepare(space, objective, budget, seed)
     algo = f"{searcher.name}/async"
-    run_id = run_id_of(algo, settings, space, search_obj, seed)
     meta: dict[str, Any] = {
-        "run_id": run_id,
-        "algorithm": algo,
-        "settings": settings,
-        "space": space.name,
-        "seed": int(seed),
-        "budget": budget,
-        "objective": search_obj.config(),
+        **searcher.run_meta(space, search_obj, budget, seed, algorithm=algo),
         "variant": "async",
         "reproducible": False,
     }
+    run_id = meta["run_id"]
     recorded: list[Record] = []
     if log is not None:
         log.open_run(run_id, algo, space.name, seed, meta)
         recorded = log.records(run_id, space.name)
     history = History(meta=meta)
     seen: set[str] = set()
-    searcher.space = space
-    searcher.reset(space, int(seed), budget)
+    evaluated: set[str] = set()  # accuracy evaluated: what the budget counts
     for rec in recorded:
-        search_obj.remember(space, rec.arch, rec.terms)
+        if not rec.terms.screened:
+            search_obj.remember(space, rec.arch, rec.terms)
+            evaluated.add(rec.arch.id)
         seen.add(rec.arch.id)
         history.records.append(rec)
         if progress is not None:
@@ -585,12 +565,14 @@ def run_search_ray_async(
     cluster = connect(address, num_cpus=num_cpus, resources=dict.fromkeys(needed, 1))
     t_start = time.perf_counter()
     converged = False
+    stopped: str | None = None
     try:
         cluster.check_resources(needed)
         limit = max_in_flight or max(1, int(cluster.cpus // cpus))
         fan = RayEvaluator(limit, num_cpus=cpus, resources=needed)
         running: dict[Any, Any] = {}  # ref -> candidate
         stall, stall_limit = 0, max(budget, 100)
+        rejected, reject_limit = 0, max(20 * budget, 2000)
 
         def tell(cand: Any, terms: Terms, repeat: bool) -> None:
             rec = Record(
@@ -606,6 +588,8 @@ def run_search_ray_async(
             if log is not None:
                 log.append(run_id, rec)
             seen.add(rec.arch.id)
+            if not terms.screened:
+                evaluated.add(rec.arch.id)
             history.records.append(rec)
             if progress is not None:
                 progress(rec, history)
@@ -614,14 +598,29 @@ def run_search_ray_async(
         try:
             while True:
                 flying = {c.arch.id for c in running.values()}
-                while len(running) < limit and len(seen | flying) < budget and not searcher.done():
+                while (
+                    len(running) < limit
+                    and len(evaluated | flying) < budget
+                    and not searcher.done()
+                ):
                     if stall >= stall_limit:
                         converged = True  # only known architectures are proposed any more
+                        break
+                    if rejected >= reject_limit:
+                        stopped = rejection_message(rejected, search_obj)
                         break
                     cands = searcher.propose(1)
                     if not cands:
                         break
                     cand = cands[0]
+                    if not fan.knows(search_obj, space, cand.arch):
+                        cheap = search_obj.cheap_terms(space, [cand.arch])[0]
+                        if search_obj.screen(cheap):  # rejected on cheap terms, in the driver
+                            stall = stall + 1 if cand.arch.id in seen else 0
+                            rejected += 1
+                            tell(cand, search_obj.screened(cheap), cand.arch.id in seen)
+                            continue
+                    rejected = 0
                     if fan.knows(search_obj, space, cand.arch):
                         fan.stats.cache_hits += 1
                         repeat = cand.arch.id in seen
@@ -652,8 +651,10 @@ def run_search_ray_async(
     finally:
         cluster.close()
     history.meta["replayed"] = len(recorded)
-    history.meta["evaluated"] = len(seen)
+    history.meta["evaluated"] = history.meta["accuracy_evaluations"] = len(evaluated)
+    history.meta["screened"] = sum(r.terms.screened and not r.repeat for r in history.records)
     history.meta["converged"] = converged
+    history.meta["stopped"] = stopped
     history.final = searcher.finalize(history, space, objective)
     if log is not None:
         log.set_final(run_id, history.final)

@@ -35,10 +35,14 @@ class AccuracyEvaluator(ABC):
     Attributes:
         name: registry name (``table``, ``naswot``, ``proxy``).
         unit: what the numbers are (``%`` or ``score``), for tables and plots.
+        cost: ``cheap`` or ``expensive``. Whatever it costs, an accuracy evaluation
+            is what ``--budget`` counts; the cost says what it is worth skipping
+            (a hard target is always checked on the cheap terms before it).
     """
 
     name: str = ""
     unit: str = "%"
+    cost: str = "expensive"
 
     @abstractmethod
     def evaluate(self, space: SearchSpace, archs: Sequence[Arch]) -> list[float]:

@@ -121,6 +121,9 @@ class NaswotEvaluator(AccuracyEvaluator):
     """
 
     name = "naswot"
+    # Expensive: it builds each network and runs a minibatch through it, tenths of a
+    # second to seconds per architecture, orders of magnitude above a predictor's query.
+    cost = "expensive"
     unit = "score"
     Settings = NaswotSettings
 

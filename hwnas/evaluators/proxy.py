@@ -142,6 +142,7 @@ class ProxyEvaluator(AccuracyEvaluator):
     """
 
     name = "proxy"
+    cost = "expensive"  # a short training
     unit = "%"
     Settings = ProxySettings
 

@@ -197,6 +197,7 @@ class TableEvaluator(AccuracyEvaluator):
     """
 
     name = "table"
+    cost = "cheap"  # a lookup
 
     def __init__(self, path: str | Path, column: str | None = None, key: str = DEFAULT_KEY):
         self.table = load_table(path, key)

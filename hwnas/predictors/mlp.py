@@ -371,7 +371,7 @@ class MLPPredictor(Predictor):
         if X.ndim == 1:
             X = X[None, :]
         self.predict_log(X[:0])  # the shape check, with its message
-        with _threads(1), torch.inference_mode():
+        with torch_threads(1), torch.inference_mode():
             out = self.nets[k](torch.from_numpy(X)).squeeze(-1).double().numpy()
         return out * self.sd + self.mu
 

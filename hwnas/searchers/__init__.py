@@ -9,7 +9,7 @@ a ``Settings`` dataclass::
     class MySearch(Searcher):
         name = "my-search"
         Settings = MySettings
-        def reset(self, space, seed, budget): ...
+        def reset(self, space, seed, budget, objective): ...
         def propose(self, n): ...
         def update(self, records): ...
 
@@ -25,7 +25,6 @@ from hwnas.searchers.base import (
     History,
     Record,
     Searcher,
-    SearchLog,
     pareto_front,
 )
 from hwnas.searchers.registry import (
@@ -35,6 +34,7 @@ from hwnas.searchers.registry import (
     load_builtin,
     searcher_class,
 )
+from hwnas.store.search_log import SearchLog
 
 load_builtin()
 

@@ -170,13 +170,9 @@ class AutoSlim(Searcher):
     name = "autoslim"
     Settings = AutoSlimSettings
 
-    def objective_for(self, objective: Objective) -> Objective:
-        self._objective = objective
-        return objective
-
     # ---- set-up: data, slimmable training ----------------------------------------------
 
-    def reset(self, space: SearchSpace, seed: int, budget: int) -> None:
+    def reset(self, space: SearchSpace, seed: int, budget: int, objective: Objective) -> None:
         from hwnas.spaces.mobilenetv2_channels import MobileNetV2ChannelSpace
 
         if not isinstance(space, MobileNetV2ChannelSpace):
@@ -185,7 +181,7 @@ class AutoSlim(Searcher):
                 "is not that space; use --space mobilenetv2-channels"
             )
         s = self.settings
-        obj = getattr(self, "_objective", None)
+        obj = objective
         self.space = space
         self.grid = ChannelGrid(space, s.max_step)
         train, val = load_split(
@@ -277,7 +273,7 @@ class AutoSlim(Searcher):
 
     def _latency(self, st: SlimStep) -> float:
         if st.step not in self.latency_cache:
-            obj = self._objective
+            obj = self.objective
             assert obj.latency is not None and self.space is not None
             ms, _ = obj.latency.latency_ms(self.space, [self.grid.arch(st.steps)])[0]
             self.latency_cache[st.step] = float(ms)
@@ -285,7 +281,7 @@ class AutoSlim(Searcher):
 
     def _memory(self, st: SlimStep) -> float:
         if st.step not in self.memory_cache:
-            obj = self._objective
+            obj = self.objective
             est = obj.memory if obj.memory is not None else MemoryEstimator()
             peak, params, _ = est.estimate(self.space, self.grid.arch(st.steps))
             metric = obj.memory_metric

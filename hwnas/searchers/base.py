@@ -26,11 +26,9 @@ stopped and produces the sequence an uninterrupted run would have.
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import hashlib
 import json
 import math
-import sqlite3
 import time
 import warnings
 from abc import ABC, abstractmethod
@@ -42,9 +40,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from hwnas.arch import Arch
-from hwnas.errors import ConfigError, StoreError
+from hwnas.errors import ConfigError
 from hwnas.evaluators.base import settings_from_pairs, settings_to_dict
 from hwnas.objectives import Objective, Terms
+from hwnas.store.search_log import SearchLog
 
 if TYPE_CHECKING:
     from hwnas.spaces.base import SearchSpace
@@ -94,6 +93,11 @@ class Record:
             "origin": self.origin,
             "accuracy": t.accuracy,
             "latency_ms": t.latency_ms,
+            "latency_predicted_ms": t.latency_predicted_ms,
+            "latency_upper_ms": t.latency_upper_ms,
+            "latency_measured_ms": t.latency_measured_ms,
+            "verified": t.verified,
+            "screened": t.screened,
             "peak_activation_bytes": t.peak_activation_bytes,
             "param_bytes": t.param_bytes,
             "memory_bytes": t.memory_bytes,
@@ -127,7 +131,8 @@ def pareto_front(
     """
     uniq: dict[str, Record] = {}
     for r in records:
-        uniq.setdefault(r.arch.id, r)
+        if not r.terms.screened:  # rejected on cheap terms: no accuracy, not a trade-off
+            uniq.setdefault(r.arch.id, r)
     recs = list(uniq.values())
     if not recs:
         return []
@@ -216,14 +221,32 @@ class History:
             w.writerows(rows)
         return path
 
+    def answer(self) -> Record | None:
+        """What the search answers: with verification, the best record whose *measured*
+        latency meets the target (None if none was verified feasible); else :meth:`best`."""
+        if self.meta.get("verify"):
+            pool = [
+                r
+                for r in self.records
+                if r.terms.verified == "ok" and r.feasible and _finite(r.reward)
+            ]
+            return max(pool, key=lambda r: float(r.reward), default=None)
+        return self.best()
+
     def summary(self) -> dict[str, Any]:
-        best = self.best()
+        best = self.answer()
         front = self.pareto_front()
         return {
             **{k: self.meta.get(k) for k in ("run_id", "algorithm", "space", "seed")},
             "evaluated": len(self.records),
             "unique": len({r.arch.id for r in self.records}),
             "feasible": sum(r.feasible for r in self.records),
+            "accuracy_evaluations": self.meta.get("accuracy_evaluations"),
+            "screened": self.meta.get("screened"),
+            "latency_predictions": self.meta.get("latency_predictions"),
+            "device_measurements": self.meta.get("device_measurements"),
+            "verify": self.meta.get("verify"),
+            "stopped": self.meta.get("stopped"),
             "best": best.row() if best else None,
             "final": self.final,
             "front": [r.row() for r in front],
@@ -232,172 +255,6 @@ class History:
 
 def _finite(v: Any) -> bool:
     return v is not None and isinstance(v, int | float) and math.isfinite(v)
-
-
-# ---- the SQLite log ------------------------------------------------------------------
-
-_LOG_SCHEMA = """
-CREATE TABLE IF NOT EXISTS search_runs (
-    run_id TEXT PRIMARY KEY,
-    algorithm TEXT NOT NULL,
-    space TEXT NOT NULL,
-    seed INTEGER NOT NULL,
-    config TEXT NOT NULL,
-    final TEXT,
-    created TEXT NOT NULL,
-    updated TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS search_records (
-    run_id TEXT NOT NULL REFERENCES search_runs(run_id),
-    step INTEGER NOT NULL,
-    arch_id TEXT NOT NULL,
-    choices TEXT NOT NULL,
-    arch TEXT NOT NULL,
-    origin TEXT NOT NULL,
-    info TEXT,
-    accuracy REAL, latency_ms REAL, peak_activation_bytes INTEGER, param_bytes INTEGER,
-    memory_bytes INTEGER, reward REAL, feasible INTEGER NOT NULL,
-    repeat INTEGER NOT NULL DEFAULT 0,
-    terms TEXT NOT NULL,
-    elapsed_s REAL,
-    created TEXT NOT NULL,
-    PRIMARY KEY (run_id, step)
-);
-"""
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-
-
-def _real(v: Any) -> Any:
-    """SQLite REAL column value: inf/nan stored as NULL (the JSON terms keep them)."""
-    return v if v is None or not isinstance(v, float) or math.isfinite(v) else None
-
-
-class SearchLog:
-    """Search runs and their records, in tables of their own inside the store's SQLite file.
-
-    A second connection to the same file as :class:`~hwnas.store.Store`
-    (WAL mode lets both write); every record commits as it arrives.
-
-    Args:
-        path: the ``--db`` file; ``":memory:"`` for a throw-away log.
-    """
-
-    def __init__(self, path: str | Path):
-        self.path = str(path)
-        if self.path != ":memory:":
-            p = Path(self.path)
-            if p.is_dir():
-                raise StoreError(f"--db {p} is a directory; give a file such as {p / 'hwnas.db'}")
-            p.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.conn = sqlite3.connect(self.path, timeout=30.0)
-            self.conn.row_factory = sqlite3.Row
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            self.conn.executescript(_LOG_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"{self.path} is not an hwnas SQLite database ({exc}); give another --db file"
-            ) from exc
-
-    def open_run(self, run_id: str, algorithm: str, space: str, seed: int, config: dict) -> None:
-        with self.conn:
-            self.conn.execute(
-                "INSERT OR IGNORE INTO search_runs (run_id, algorithm, space, seed, config, created, updated) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    run_id,
-                    algorithm,
-                    space,
-                    int(seed),
-                    json.dumps(config, sort_keys=True),
-                    _now(),
-                    _now(),
-                ),
-            )
-
-    def append(self, run_id: str, rec: Record) -> None:
-        t = rec.terms
-        with self.conn:
-            self.conn.execute(
-                "INSERT OR REPLACE INTO search_records (run_id, step, arch_id, choices, arch, origin, "
-                "info, accuracy, latency_ms, peak_activation_bytes, param_bytes, memory_bytes, reward, "
-                "feasible, repeat, terms, elapsed_s, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    run_id,
-                    rec.step,
-                    rec.arch.id,
-                    json.dumps(list(rec.arch.choices)),
-                    rec.arch_str,
-                    rec.origin,
-                    json.dumps(rec.info, default=str),
-                    _real(t.accuracy),
-                    _real(t.latency_ms),
-                    t.peak_activation_bytes,
-                    t.param_bytes,
-                    t.memory_bytes,
-                    _real(t.reward),
-                    int(t.feasible),
-                    int(rec.repeat),
-                    json.dumps(t.to_dict(), default=str),
-                    rec.elapsed_s,
-                    _now(),
-                ),
-            )
-            self.conn.execute("UPDATE search_runs SET updated=? WHERE run_id=?", (_now(), run_id))
-
-    def set_final(self, run_id: str, final: dict | None) -> None:
-        with self.conn:
-            self.conn.execute(
-                "UPDATE search_runs SET final=?, updated=? WHERE run_id=?",
-                (json.dumps(final, default=str) if final is not None else None, _now(), run_id),
-            )
-
-    def records(self, run_id: str, space: str) -> list[Record]:
-        out = []
-        for r in self.conn.execute(
-            "SELECT * FROM search_records WHERE run_id=? ORDER BY step", (run_id,)
-        ):
-            out.append(
-                Record(
-                    step=int(r["step"]),
-                    arch=Arch(space, tuple(json.loads(r["choices"]))),
-                    arch_str=r["arch"],
-                    terms=Terms.from_dict(json.loads(r["terms"])),
-                    origin=r["origin"],
-                    info=json.loads(r["info"]) if r["info"] else {},
-                    repeat=bool(r["repeat"]),
-                    elapsed_s=float(r["elapsed_s"] or 0.0),
-                )
-            )
-        # Steps are contiguous from 0 unless the file was edited; replay only the prefix.
-        prefix = []
-        for i, rec in enumerate(out):
-            if rec.step != i:
-                break
-            prefix.append(rec)
-        return prefix
-
-    def runs(self) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
-            "SELECT r.*, (SELECT count(*) FROM search_records s WHERE s.run_id=r.run_id) AS n "
-            "FROM search_runs r ORDER BY created"
-        ).fetchall()
-        return [
-            {
-                **dict(r),
-                "config": json.loads(r["config"]),
-                "final": json.loads(r["final"]) if r["final"] else None,
-            }
-            for r in rows
-        ]
-
-    def close(self) -> None:
-        self.conn.close()
 
 
 # ---- the searcher interface ----------------------------------------------------------
@@ -437,12 +294,20 @@ class Searcher(ABC):
     fields the CLI fills from ``--set key=value``) and implement :meth:`reset`,
     :meth:`propose` and :meth:`update`. :meth:`run` is the shared loop.
 
+    Attributes:
+        objective: the objective candidates are evaluated with, set by
+            :meth:`run` before :meth:`reset`; a searcher that evaluates with
+            another one (NASWOT's score, MemNAS' reward) assigns it in ``reset``.
+
     Args:
         settings: an instance of :attr:`Settings`; keyword overrides on top.
     """
 
     name: ClassVar[str] = ""
     Settings: ClassVar[type] = NoSettings
+    #: Whether ``update`` may be told one record at a time, in completion order
+    #: (the asynchronous Ray loop); searchers that learn from whole batches say False.
+    asynchronous: ClassVar[bool] = False
 
     def __init__(self, settings: Any = None, **overrides: Any):
         base = settings if settings is not None else self.Settings()
@@ -452,6 +317,7 @@ class Searcher(ABC):
             )
         self.settings = dataclasses.replace(base, **overrides) if overrides else base
         self.space: SearchSpace | None = None
+        self.objective: Objective | None = None
 
     @classmethod
     def from_pairs(cls, pairs: Iterable[str] | None) -> Searcher:
@@ -461,8 +327,12 @@ class Searcher(ABC):
     # ---- the three steps ------------------------------------------------------------
 
     @abstractmethod
-    def reset(self, space: SearchSpace, seed: int, budget: int) -> None:
-        """Start from scratch: all randomness comes from ``seed``."""
+    def reset(self, space: SearchSpace, seed: int, budget: int, objective: Objective) -> None:
+        """Start from scratch: all randomness comes from ``seed``.
+
+        ``objective`` is what the user asked for; assign ``self.objective`` to
+        evaluate candidates with another one (see the class attributes).
+        """
 
     @abstractmethod
     def propose(self, n: int) -> list[Candidate]:
@@ -470,7 +340,13 @@ class Searcher(ABC):
 
     @abstractmethod
     def update(self, records: list[Record]) -> None:
-        """Learn from evaluated candidates, in proposal order (tell)."""
+        """Learn from evaluated candidates, in proposal order (tell).
+
+        A record whose ``terms.screened`` is set was rejected on cheap terms
+        (its predicted latency's upper bound broke a hard target): it has no
+        accuracy, its reward is minus the relative excess, and it cost nothing
+        of the budget.
+        """
 
     def batch_size(self) -> int:
         """How many candidates :meth:`propose` can usefully give now."""
@@ -481,10 +357,6 @@ class Searcher(ABC):
         return False
 
     # ---- hooks for searchers that evaluate differently -----------------------------
-
-    def objective_for(self, objective: Objective) -> Objective:
-        """The objective used while searching (NASWOT swaps in its score)."""
-        return objective
 
     def finalize(self, history: History, space: SearchSpace, objective: Objective) -> dict | None:
         """Anything to record once the search is over (e.g. the pick's real accuracy)."""
@@ -504,6 +376,46 @@ class Searcher(ABC):
         for a in archs:
             yield objective.evaluate(space, [a])[0]
 
+    def prepare(
+        self, space: SearchSpace, objective: Objective, budget: int, seed: int
+    ) -> Objective:
+        """Reset for a run and return the objective candidates are evaluated with.
+
+        Raises:
+            ConfigError: a budget below 1, or a verification that cannot work.
+        """
+        if int(budget) < 1:
+            raise ConfigError(f"the budget must be at least 1 evaluation, got {budget}")
+        verifier = getattr(objective, "verifier", None)
+        if verifier is not None:
+            verifier.check(objective, space)
+        self.space = space
+        self.objective = objective
+        self.reset(space, int(seed), int(budget), objective)
+        return self.objective
+
+    def run_meta(
+        self, space: SearchSpace, search_obj: Objective, budget: int, seed: int, algorithm: str = ""
+    ) -> dict[str, Any]:
+        """The run's description; its ``run_id`` is what a re-run must match to resume."""
+        algo = algorithm or self.name
+        settings = (
+            settings_to_dict(self.settings) if dataclasses.is_dataclass(self.settings) else {}
+        )
+        meta: dict[str, Any] = {
+            "run_id": run_id_of(algo, settings, space, search_obj, seed),
+            "algorithm": algo,
+            "settings": settings,
+            "space": space.name,
+            "seed": int(seed),
+            "budget": int(budget),
+            "objective": search_obj.config(),
+        }
+        verifier = getattr(search_obj, "verifier", None)
+        if verifier is not None:
+            meta["verify"] = verifier.name
+        return meta
+
     def run(
         self,
         space: SearchSpace,
@@ -512,59 +424,92 @@ class Searcher(ABC):
         seed: int = 0,
         log: SearchLog | None = None,
         progress: ProgressFn | None = None,
+        max_rejections: int | None = None,
+        evaluator: Any = None,
     ) -> History:
-        """Search ``space`` until ``budget`` distinct architectures are evaluated.
+        """Search ``space`` until ``budget`` distinct architectures had their accuracy evaluated.
 
-        The budget counts queries: distinct architectures whose terms had to be
-        produced. A candidate proposed again is served from the objective's
-        cache, recorded (flagged ``repeat``) and told to the searcher, but not
-        counted, as it costs no training, lookup or measurement. A searcher
-        that proposes nothing new for ``max(budget, 100)`` proposals in a row
-        has converged and the run stops (``meta["converged"]``).
+        The budget counts accuracy evaluations. With a ``hard`` or ``constraint``
+        reward, cheap terms come first: a candidate whose predicted latency's
+        upper bound (or memory estimate) already breaks a target is told to
+        the searcher as rejected (``terms.screened``) without an accuracy
+        evaluation and without counting. A candidate proposed again is served
+        from the objective's cache, recorded (flagged ``repeat``) and told to
+        the searcher, but not counted. A searcher that proposes nothing new for
+        ``max(budget, 100)`` proposals in a row has converged
+        (``meta["converged"]``); one whose last ``max_rejections`` proposals
+        were all rejected on cheap terms stops with ``meta["stopped"]`` saying
+        why (nearly nothing is feasible).
+
+        With ``objective.verifier`` (``--verify``), the candidates that decide
+        the answer are measured on the device (:mod:`hwnas.objectives.verify`)
+        and :meth:`History.answer` is a network whose measured latency meets
+        the target.
 
         Args:
             log: where records are committed as they arrive; a run already in it
                 (same algorithm, settings, space, objective and seed) is resumed.
             progress: called after every record (replayed ones too).
+            max_rejections: cheap rejections in a row before giving up
+                (default ``max(20 * budget, 2000)``).
+            evaluator: what evaluates each batch instead of :meth:`evaluate`
+                (an object with the same ``evaluate(objective, space, archs)``;
+                :class:`hwnas.distributed.RayEvaluator` fans it out on Ray).
 
         Raises:
             ConfigError: a budget below 1.
         """
-        if int(budget) < 1:
-            raise ConfigError(f"the budget must be at least 1 evaluation, got {budget}")
         budget = int(budget)
-        search_obj = self.objective_for(objective)
-        settings = (
-            settings_to_dict(self.settings) if dataclasses.is_dataclass(self.settings) else {}
-        )
-        run_id = run_id_of(self.name, settings, space, search_obj, seed)
-        meta = {
-            "run_id": run_id,
-            "algorithm": self.name,
-            "settings": settings,
-            "space": space.name,
-            "seed": int(seed),
-            "budget": budget,
-            "objective": search_obj.config(),
-        }
+        self._evaluate_batch = evaluator.evaluate if evaluator is not None else self.evaluate
+        search_obj = self.prepare(space, objective, budget, seed)
+        meta = self.run_meta(space, search_obj, budget, seed)
+        run_id = meta["run_id"]
+        verifier = getattr(search_obj, "verifier", None)
         recorded: list[Record] = []
         if log is not None:
             log.open_run(run_id, self.name, space.name, seed, meta)
             recorded = log.records(run_id, space.name)
+            if verifier is not None:
+                verifier.resume(log.verifications(run_id))
         history = History(meta=meta)
-        seen: set[str] = set()
-        self.space = space
-        self.reset(space, int(seed), budget)
-        t_start = time.perf_counter()
+        seen: set[str] = set()  # proposed and recorded
+        evaluated: set[str] = set()  # accuracy evaluated: what the budget counts
+        self._t_start = time.perf_counter()
         diverged = False
         stall = 0  # consecutive proposals that were all repeats
         stall_limit = max(budget, 100)
+        rejected_run = 0  # consecutive cheap rejections
+        reject_limit = int(max_rejections or max(20 * budget, 2000))
+        counts = {"screened": 0, "predictions": 0}
         converged = False
-        while len(seen) < budget and not self.done():
+        stopped: str | None = None
+        cheap_latency = search_obj.latency_is_cheap
+
+        def add(rec: Record, fresh: bool) -> None:
+            nonlocal stall, rejected_run
+            if fresh and log is not None:
+                log.append(run_id, rec)  # committed before the next evaluation starts
+            stall = stall + 1 if rec.repeat else 0
+            if rec.terms.screened:
+                rejected_run += 1
+                counts["screened"] += not rec.repeat
+            else:
+                rejected_run = 0
+                evaluated.add(rec.arch.id)
+            counts["predictions"] += cheap_latency and not rec.repeat
+            seen.add(rec.arch.id)
+            history.records.append(rec)
+            if progress is not None:
+                progress(rec, history)
+
+        while len(evaluated) < budget and not self.done():
             if stall >= stall_limit:
                 converged = True  # the searcher only re-proposes what it has seen
                 break
-            n = max(1, min(self.batch_size(), budget - len(seen)))
+            if rejected_run >= reject_limit:
+                stopped = rejection_message(rejected_run, search_obj)
+                break
+            n = max(1, min(self.batch_size(), budget - len(evaluated)))
             cands = self.propose(n)[:n]
             if not cands:
                 break
@@ -584,40 +529,125 @@ class Searcher(ABC):
                         "or a numerical library changed since the run started)",
                         stacklevel=2,
                     )
-                search_obj.remember(space, rec.arch, rec.terms)
-                stall = stall + 1 if rec.arch.id in seen else 0
-                seen.add(rec.arch.id)
+                if not rec.terms.screened:
+                    search_obj.remember(space, rec.arch, rec.terms)
                 batch.append(rec)
-                history.records.append(rec)
-                if progress is not None:
-                    progress(rec, history)
-            for cand, terms in zip(
-                fresh, self.evaluate(search_obj, space, [c.arch for c in fresh]), strict=True
-            ):
-                rec = Record(
-                    step=len(history),
-                    arch=cand.arch,
-                    arch_str=space.format(cand.arch),
-                    terms=terms,
-                    origin=cand.origin,
-                    info=dict(cand.info),
-                    repeat=cand.arch.id in seen,
-                    elapsed_s=time.perf_counter() - t_start,
-                )
-                if log is not None:
-                    log.append(run_id, rec)  # committed before the next evaluation starts
-                stall = stall + 1 if rec.repeat else 0
-                seen.add(rec.arch.id)
-                batch.append(rec)
-                history.records.append(rec)
-                if progress is not None:
-                    progress(rec, history)
+                add(rec, fresh=False)
+            batch += self._evaluate_fresh(space, search_obj, fresh, history, seen, evaluated, add)
             self.update(batch)
+            # The incumbent changes only with a newly evaluated candidate.
+            if verifier is not None and any(not r.terms.screened and not r.repeat for r in batch):
+                while verifier.remaining > 0:
+                    inc = verifier.incumbent(history)
+                    if inc is None:
+                        break
+                    verifier.verify(space, search_obj, inc, history, log)
+        if verifier is not None:
+            _decide(verifier, space, search_obj, history, log)
+            history.meta["verification"] = verifier.summary()
+            history.meta["verification_rows"] = [
+                {k: v for k, v in r.items() if k != "violates"} for r in verifier.rows
+            ]
         history.meta["replayed"] = min(len(recorded), len(history))
         history.meta["diverged"] = diverged
-        history.meta["evaluated"] = len(seen)
+        history.meta["evaluated"] = len(evaluated)
+        history.meta["accuracy_evaluations"] = len(evaluated)
+        history.meta["screened"] = counts["screened"]
+        history.meta["latency_predictions"] = counts["predictions"]
+        history.meta["device_measurements"] = _device_measurements(search_obj)
         history.meta["converged"] = converged
+        history.meta["stopped"] = stopped
         history.final = self.finalize(history, space, objective)
         if log is not None:
             log.set_final(run_id, history.final)
         return history
+
+    def _evaluate_fresh(
+        self,
+        space: SearchSpace,
+        obj: Objective,
+        fresh: list[Candidate],
+        history: History,
+        seen: set[str],
+        evaluated: set[str],
+        add: Callable[[Record, bool], None],
+    ) -> list[Record]:
+        """Cheap terms first, then the expensive evaluation of what they did not reject."""
+        if not fresh:
+            return []
+        new = [c for c in fresh if not obj.knows(space, c.arch)]
+        cheap = dict(
+            zip(
+                [c.arch.id for c in new], obj.cheap_terms(space, [c.arch for c in new]), strict=True
+            )
+        )
+        rejected = {i: cheap[c.arch.id] for i, c in enumerate(fresh) if c.arch.id in cheap}
+        rejected = {i: t for i, t in rejected.items() if obj.screen(t)}
+        todo = [c.arch for i, c in enumerate(fresh) if i not in rejected]
+        results = iter(self._evaluate_batch(obj, space, todo))
+        out = []
+        for i, cand in enumerate(fresh):
+            if i in rejected:
+                terms = obj.screened(rejected[i])
+                repeat = cand.arch.id in seen
+            else:
+                terms = next(results)
+                known = cheap.get(cand.arch.id)
+                if known is not None and known.latency_ms is not None:
+                    # The driver's prediction decides (a worker's copy of the predictor
+                    # does not know the latest verifications).
+                    for f in (
+                        "latency_ms",
+                        "latency_predicted_ms",
+                        "latency_lower_ms",
+                        "latency_upper_ms",
+                    ):
+                        setattr(terms, f, getattr(known, f))
+                    terms.sources["latency"] = known.sources.get("latency", "")
+                    obj.score(terms)
+                repeat = cand.arch.id in evaluated
+            rec = Record(
+                step=len(history),
+                arch=cand.arch,
+                arch_str=space.format(cand.arch),
+                terms=terms,
+                origin=cand.origin,
+                info=dict(cand.info),
+                repeat=repeat,
+                elapsed_s=time.perf_counter() - self._t_start,
+            )
+            add(rec, True)
+            out.append(rec)
+        for _ in results:  # nothing left; closes a generator that holds tasks
+            pass
+        return out
+
+
+def rejection_message(n: int, obj: Objective) -> str:
+    return (
+        f"stopped: the last {n} candidates all broke a hard target on cheap terms alone (the "
+        f"predicted latency's {obj.latency_quantile:g} quantile, or the memory estimate), so "
+        "nearly nothing proposed is feasible; raise --latency-target/--memory-target, lower "
+        "--latency-quantile, or check that the predictor is for this device"
+    )
+
+
+def _decide(verifier: Any, space: SearchSpace, obj: Objective, history: History, log: Any) -> None:
+    """After the search: verify, while the budget lasts, every candidate that could still beat
+    the verified answer (and, without a hard target, the front's members)."""
+    from hwnas.objectives import HARD_REWARDS
+
+    while verifier.remaining > 0:
+        rec = verifier.next_deciding(obj, history)
+        if rec is None and obj.reward_kind not in HARD_REWARDS:
+            rec = verifier.front_member(history)
+        if rec is None:
+            break
+        verifier.verify(space, obj, rec, history, log)
+    verifier.refresh(space, obj, history)
+
+
+def _device_measurements(obj: Objective) -> int:
+    n = int(getattr(obj.latency, "measured", 0) or 0) if obj.latency is not None else 0
+    verifier = getattr(obj, "verifier", None)
+    return n + (verifier.new_measurements if verifier is not None else 0)

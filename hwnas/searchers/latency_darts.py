@@ -446,16 +446,10 @@ class LatencyDarts(Searcher):
     name = "latency-darts"
     Settings = LatencyDartsSettings
 
-    def objective_for(self, objective: Objective) -> Objective:
-        self._objective = objective
-        return objective
-
-    def reset(self, space: SearchSpace, seed: int, budget: int) -> None:
+    def reset(self, space: SearchSpace, seed: int, budget: int, objective: Objective) -> None:
         _check_space(space)
         self.space = space
-        lat, self.lat_info = resolve_latency_module(
-            space, getattr(self, "_objective", None), self.settings, seed
-        )
+        lat, self.lat_info = resolve_latency_module(space, objective, self.settings, seed)
         self.search = DartsSearch(space, lat, self.settings, seed)
         n = min(self.settings.snapshots, budget, self.settings.epochs)
         e = self.settings.epochs

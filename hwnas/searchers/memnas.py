@@ -133,7 +133,7 @@ class MemNAS(Searcher):
 
     # ---- the objective: MemNAS' reward, memory always estimated ------------------------
 
-    def objective_for(self, objective: Objective) -> Objective:
+    def _memnas_objective(self, objective: Objective) -> Objective:
         """A copy of ``objective`` whose reward is MemNAS' R (the caller's is left untouched)."""
         obj = objective.with_accuracy(objective.accuracy)
         if obj.memory is None:
@@ -146,12 +146,11 @@ class MemNAS(Searcher):
         )
         obj.memnas_weights = MEMNAS_WEIGHTS[self.settings.memory_weights]
         obj.memnas_base = None  # set from the evaluated base network in reset()
-        self._objective = obj
         return obj
 
     def _base_terms(self, space: SearchSpace, arch: Arch) -> Terms:
         """Evaluate the starting network directly: its terms define the first round's ratios."""
-        obj = self._objective
+        obj = self.objective
         assert obj.memory is not None
         t = Terms()
         if obj.latency is not None:
@@ -170,7 +169,7 @@ class MemNAS(Searcher):
 
     def _set_base(self, arch: Arch, terms: Terms) -> None:
         self.base, self.base_terms = arch, terms
-        self._objective.set_memnas_base(
+        self.objective.set_memnas_base(
             float(terms.accuracy or 0.0),
             float(terms.peak_activation_bytes or 0),
             float(terms.param_bytes or 0),
@@ -178,19 +177,18 @@ class MemNAS(Searcher):
 
     # ---- the three steps ---------------------------------------------------------------
 
-    def reset(self, space: SearchSpace, seed: int, budget: int) -> None:
+    def reset(self, space: SearchSpace, seed: int, budget: int, objective: Objective) -> None:
         if not isinstance(space, MemNASSpace):
             raise ConfigError(
                 f"memnas grows and trims networks of blocks of cells; space '{space.name}' is not "
                 "such a family; use --space memnas-cells"
             )
-        if not hasattr(self, "_objective"):
-            raise ConfigError("run MemNAS through Searcher.run(space, objective, budget)")
         self.space = space
+        self.objective = self._memnas_objective(objective)
         base = space.parse(self.settings.base) if self.settings.base else space.default_base()
         terms = self._base_terms(space, base)
         self._set_base(base, terms)
-        self._objective.remember(space, base, self._objective.score(terms))
+        self.objective.remember(space, base, self.objective.score(terms))
         self.initial = (space.format(base), terms)
         self.rng = np.random.default_rng(seed)
         token_dim = space.cell_tokens(base).shape[1]
@@ -296,8 +294,8 @@ class MemNAS(Searcher):
         loss = self.trainer.fit()
         pool = [i for i in finite if records[i].feasible] or finite
         before = self.space.format(self.base) if self.space is not None else ""
-        lam = self._objective.memnas_lambda
-        base_reward = lam * 1.0 - (1.0 - lam) * sum(self._objective.memnas_weights)
+        lam = self.objective.memnas_lambda
+        base_reward = lam * 1.0 - (1.0 - lam) * sum(self.objective.memnas_weights)
         self.round += 1
         entry: dict[str, Any] = {
             "round": self.round,
@@ -346,8 +344,8 @@ class MemNAS(Searcher):
     def finalize(self, history: History, space: SearchSpace, objective: Objective) -> dict | None:
         text, t = self.initial
         return {
-            "lambda": self._objective.memnas_lambda,
-            "memory_weights": list(self._objective.memnas_weights),
+            "lambda": self.objective.memnas_lambda,
+            "memory_weights": list(self.objective.memnas_weights),
             "grow": self.settings.grow,
             "initial": {
                 "arch": text,

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from hwnas.errors import ConfigError
+from hwnas.objectives import Objective
 from hwnas.searchers.base import Candidate, Record, Searcher
 from hwnas.searchers.registry import SEARCHERS
 from hwnas.spaces.base import SearchSpace
@@ -162,7 +163,7 @@ class MnasNetRL(Searcher):
     name = "mnasnet-rl"
     Settings = MnasRLSettings
 
-    def reset(self, space: SearchSpace, seed: int, budget: int) -> None:
+    def reset(self, space: SearchSpace, seed: int, budget: int, objective: Objective) -> None:
         s = self.settings
         self.space = space
         with torch.random.fork_rng(devices=[]):  # seed the controller without touching global RNG

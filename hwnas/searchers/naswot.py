@@ -57,37 +57,40 @@ class NaswotSearch(Searcher):
     name = "naswot"
     Settings = NaswotSearchSettings
 
-    def reset(self, space: SearchSpace, seed: int, budget: int) -> None:
+    def reset(self, space: SearchSpace, seed: int, budget: int, objective: Objective) -> None:
         self.space = space
-        n = min(self.settings.n or budget, budget)
-        rng = np.random.default_rng(seed)
-        archs, ids = [], set()
-        tries = 0
-        # Distinct samples while the space allows it: scoring a network twice is waste.
-        while len(archs) < n and tries < 100 * n:
-            a = space.sample(rng)
-            tries += 1
-            if a.id not in ids or len(ids) >= space.size():
-                ids.add(a.id)
-                archs.append(a)
-        self.pool = archs
-        self.next = 0
+        self.objective = self._scoring_objective(objective)
+        self.n = min(self.settings.n or budget, budget)
+        self.rng = np.random.default_rng(seed)
+        self.ids: set[str] = set()
+        self.scored = 0  # candidates scored (cheaply rejected ones are not)
 
     def batch_size(self) -> int:
-        return max(1, len(self.pool) - self.next)
+        return max(1, self.n - self.scored)
 
     def done(self) -> bool:
-        return self.next >= len(self.pool)
+        return self.scored >= self.n
 
     def propose(self, n: int) -> list[Candidate]:
-        out = [Candidate(a, "sample") for a in self.pool[self.next : self.next + n]]
-        self.next += len(out)
+        assert self.space is not None
+        out = []
+        for _ in range(n):
+            # Distinct samples while the space allows it: scoring a network twice is waste.
+            a = self.space.sample(self.rng)
+            tries = 0
+            while a.id in self.ids and len(self.ids) < self.space.size() and tries < 100:
+                a = self.space.sample(self.rng)
+                tries += 1
+            self.ids.add(a.id)
+            out.append(Candidate(a, "sample"))
         return out
 
     def update(self, records: list[Record]) -> None:
-        """Nothing to learn: NASWOT is a ranking of independent samples."""
+        """Nothing to learn (NASWOT ranks independent samples); count the scored ones."""
+        self.scored += sum(not r.terms.screened for r in records)
 
-    def objective_for(self, objective: Objective) -> Objective:
+    def _scoring_objective(self, objective: Objective) -> Objective:
+        """The user's objective with NASWOT's score as its accuracy term."""
         if isinstance(objective.accuracy, NaswotEvaluator):
             return objective
         s = self.settings

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hwnas.errors import ConfigError
+from hwnas.objectives import Objective
 from hwnas.searchers.base import Candidate, Record, Searcher
 from hwnas.searchers.registry import SEARCHERS
 from hwnas.spaces.base import SearchSpace
@@ -35,9 +36,10 @@ class RandomSearch(Searcher):
     """Uniform random sampling of the space's decisions."""
 
     name = "random"
+    asynchronous = True  # update takes one record at any time
     Settings = RandomSettings
 
-    def reset(self, space: SearchSpace, seed: int, budget: int) -> None:
+    def reset(self, space: SearchSpace, seed: int, budget: int, objective: Objective) -> None:
         self.space = space
         self.rng = np.random.default_rng(seed)
         self.proposed: set[str] = set()

@@ -719,6 +719,16 @@ class Store:
             (*key.claim_params(), owner),
         )
 
+    def metrics(
+        self, arch_id: str, input_shape: Iterable[int] | str | None
+    ) -> dict[str, Any] | None:
+        """The static figures recorded by :meth:`set_metrics` (``None`` if there are none)."""
+        shape = input_shape if isinstance(input_shape, str) else shape_key(input_shape)
+        row = self.conn.execute(
+            "SELECT * FROM metrics WHERE arch_id=? AND input_shape=?", (arch_id, shape)
+        ).fetchone()
+        return dict(row) if row is not None else None
+
     def devices(self) -> list[dict]:
         return [
             {"name": r["name"], "info": self._json(r["info"], {}, "info"), "created": r["created"]}
