@@ -28,8 +28,8 @@ FAST = MeasureSettings(warmup=1, runs=3)
         (["--canary", "nope"], "unknown --canary model 'nope'"),
         (["--canary-every", "0"], "--canary-every needs K > 0"),
         (["--canary-every=-5,10s"], "--canary-every needs K > 0"),
-        (["--canary-drift", "0"], "--canary-drift must be in (0, 1)"),
-        (["--canary-drift", "1"], "--canary-drift must be in (0, 1)"),
+        (["--canary-drift", "0"], "--canary-drift must be a number between 0 and 1"),
+        (["--canary-drift", "1"], "--canary-drift must be a number between 0 and 1"),
     ],
 )
 def test_bad_trust_options_exit_2_with_one_line(opts, message, tmp_path, capsys):
