@@ -269,3 +269,39 @@ class SpaceCost:
                 progress(i + 1 - done)
                 done = i + 1
         return out
+
+
+_INSTANCES: dict[tuple[str, int, int], SpaceCost] = {}
+
+
+def for_space(space: SearchSpace) -> SpaceCost:
+    """One :class:`SpaceCost` per (space, input size, classes) per process, so that the
+    training and the held-out half of a table share the calibration and unit caches."""
+    key = (space.name, int(space.input_size), int(space.num_classes))
+    if key not in _INSTANCES:
+        _INSTANCES[key] = SpaceCost(space)
+    return _INSTANCES[key]
+
+
+def count_flops(space: SearchSpace, archs: Sequence[Arch], *, show: bool = True) -> np.ndarray:
+    """ONNX-graph FLOPs (float64) of ``archs``, with a one-line plan and a progress bar.
+
+    The hook of :func:`hwnas.predictors.encoders.space_flops` for spaces that
+    :func:`supports`: what took one export per architecture takes one calibration
+    export (cached on disk afterwards) and milliseconds per architecture.
+    """
+    from hwnas.commands._common import err_console, progress
+
+    sc = for_space(space)
+    n = len(archs)
+    if show and n > 1:
+        first = "" if sc._fixed is not None else "one calibration export (~1 min, cached) and "
+        err_console.print(
+            f"counting FLOPs of {n} '{space.name}' architectures per distinct "
+            f"{'cell' if space.name == 'nb201' else 'layer'}: {first}"
+            f"roughly {max(1, round(n / 3000))} s of counting"
+        )
+    with progress(n, f"counting {space.name} FLOPs", enabled=show and n > 1) as bar:
+        sc.fixed  # noqa: B018 - calibrate before the bar's clock matters
+        out = sc.many(archs, progress=bar.advance)
+    return out[:, 0].astype(np.float64)
