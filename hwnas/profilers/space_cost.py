@@ -224,7 +224,8 @@ class SpaceCost:
         """How many unit configurations were counted so far."""
         return len(self._cache)
 
-    def _units(self, arch: Arch) -> Cost:
+    def units(self, arch: Arch) -> Cost:
+        """The sum of the unit counts of ``arch`` (each distinct unit counted once, then cached)."""
         total = Cost()
         for key, counter in self._units_of(self.space, arch):
             if key not in self._cache:
@@ -242,13 +243,13 @@ class SpaceCost:
             # A middle option of every decision: a typical network, not a corner case.
             base = self.space.arch([n // 2 for n in self.space.decisions()])
             r = count(export_arch(self.space, base))
-            self._fixed = Cost(r.flops, r.macs, r.params) - self._units(base)
+            self._fixed = Cost(r.flops, r.macs, r.params) - self.units(base)
         return self._fixed
 
     def __call__(self, arch: Arch) -> Cost:
         """The count of ``arch``, equal to that of its exported graph (see the module docstring)."""
         self.space.validate(arch)
-        return self.fixed + self._units(arch)
+        return self.fixed + self.units(arch)
 
     def many(
         self, archs: Sequence[Arch], progress: Callable[[int], None] | None = None
@@ -263,7 +264,7 @@ class SpaceCost:
         fixed = self.fixed
         done = 0
         for i, a in enumerate(archs):
-            c = fixed + self._units(a)
+            c = fixed + self.units(a)
             out[i] = (c.flops, c.macs, c.params)
             if progress is not None and (i % 500 == 499 or i == len(archs) - 1):
                 progress(i + 1 - done)
