@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hwnas.commands._common import console, err_console, human, print_json, resolve_model, table
+from hwnas.commands._common import console, err_console, print_json, resolve_model, table
 from hwnas.errors import ConfigError
 
 _ACCOUNTING = (
@@ -12,7 +12,10 @@ _ACCOUNTING = (
 
 
 def _bytes(n: float | None) -> str:
-    return "-" if n is None else f"{human(n)}B"
+    # MiB, as the lifetime plot: one convention for the table and the figure.
+    from hwnas.profilers.memory.plot import human_bytes
+
+    return "-" if n is None else human_bytes(n)
 
 
 def run(args) -> int:

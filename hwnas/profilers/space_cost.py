@@ -158,7 +158,7 @@ def _nb201_units(space: SearchSpace, arch: Arch) -> list[Unit]:
 def _mnasnet_units(space: SearchSpace, arch: Arch) -> list[Unit]:
     from hwnas.models.blocks import init_weights
     from hwnas.models.mnasnet import make_layer
-    from hwnas.models.mobilenetv2 import MBV2_STEM
+    from hwnas.models.mobilenetv2 import MBV2_HEAD, MBV2_STEM
 
     def layer_cost(cfg: tuple, size: int) -> Callable[[], Cost]:
         def run() -> Cost:
@@ -179,6 +179,12 @@ def _mnasnet_units(space: SearchSpace, arch: Arch) -> list[Unit]:
             cfg = (st.op, in_ch, st.out, stride, st.kernel, st.expand, st.se_ratio, st.skip)
             units.append((("mnasnet-layer", cfg, size), layer_cost(cfg, size)))
             in_ch, size = st.out, _conv_out(size, stride)
+    # The 1x1 head conv reads the last block's width: its weights vary with the
+    # architecture (its ReLU does not and stays in the fixed part).
+    m = size * size * in_ch * MBV2_HEAD
+    units.append(
+        (("mnasnet-head", in_ch, size), lambda m=m, c=in_ch: Cost(2 * m, m, c * MBV2_HEAD))
+    )
     return units
 
 
