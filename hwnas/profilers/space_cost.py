@@ -310,11 +310,14 @@ def count_flops(space: SearchSpace, archs: Sequence[Arch], *, show: bool = True)
     sc = for_space(space)
     n = len(archs)
     if show and n > 1:
-        first = "" if sc._fixed is not None else "one calibration export (~1 min, cached) and "
+        first = "" if sc._fixed is not None else "one calibration export (~1 min, cached), "
+        if space.name == "nb201":
+            rest = f"then roughly {max(1, round(n / 3000))} s of counting"
+        else:  # the per-layer exports dominate until most layers were seen
+            rest = "then one small export per new distinct layer (~1-5 s each, cached)"
         err_console.print(
             f"counting FLOPs of {n} '{space.name}' architectures per distinct "
-            f"{'cell' if space.name == 'nb201' else 'layer'}: {first}"
-            f"roughly {max(1, round(n / 3000))} s of counting"
+            f"{'cell' if space.name == 'nb201' else 'layer'}: {first}{rest}"
         )
     with progress(n, f"counting {space.name} FLOPs", enabled=show and n > 1) as bar:
         sc.fixed  # noqa: B018 - calibrate before the bar's clock matters
