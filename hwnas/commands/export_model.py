@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from hwnas.commands._common import console, err_console, human
+from hwnas.commands._common import console, err_console
 from hwnas.errors import ConfigError
 
 FORMATS = ("onnx", "tflite")
@@ -121,9 +121,11 @@ def run(args) -> int:
 
         art = to_tflite(module, shape, label=label, quantize=args.quantize, source=source)
     _copy(Path(art.path), out)
+    from hwnas.profilers.memory.plot import human_bytes
+
     size = out.stat().st_size
     console.print(
-        f"wrote {out} ({fmt}, input {'x'.join(map(str, shape))}, {human(size, 'B')}, "
+        f"wrote {out} ({fmt}, input {'x'.join(map(str, shape))}, {human_bytes(size)}, "
         f"sha256 {art.sha256[:12]})"
     )
     if fmt == "onnx":
