@@ -6,7 +6,6 @@ from hwnas.commands._common import (
     console,
     count,
     err_console,
-    human,
     input_shape,
     nonneg_int,
     out_file,
@@ -24,7 +23,10 @@ _ACCOUNTING = (
 
 
 def _bytes(n: float | None) -> str:
-    return "-" if n is None else f"{human(n)}B"
+    # MiB, as the lifetime plot: one convention for the table and the figure.
+    from hwnas.profilers.memory.plot import human_bytes
+
+    return "-" if n is None else human_bytes(n)
 
 
 def run(args) -> int:

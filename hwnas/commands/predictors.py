@@ -225,8 +225,12 @@ def run_train(args) -> int:
     sources = [s for s in (args.transfer_from or "").split(",") if s]
     encoding = args.encoding or default_encoding(args.predictor)
     if args.predictor == "flops-linear" and not args.encoding:
-        # Recorded FLOPs are free; without them torch-flops avoids one export per architecture.
-        encoding = "flops" if np.isfinite(ds.flops).all() else "torch-flops"
+        # Recorded FLOPs are free; so are those space_cost counts per cell/layer (hook);
+        # otherwise torch-flops avoids one export per architecture.
+        from hwnas.profilers.space_cost import supports
+
+        fast = np.isfinite(ds.flops).all() or supports(space)
+        encoding = "flops" if fast else "torch-flops"
     if args.predictor == "transfer":
         if not sources:
             raise ConfigError(

@@ -38,6 +38,7 @@ def profile_models(args) -> list[dict]:
     DEVICES.factory(args.device)  # unknown device: fail before exporting anything
     if args.interleave is not None and args.interleave < 2:
         raise ConfigError(f"--interleave needs R >= 2 rounds, got {args.interleave}")
+    check_models(args.device, names, args.input_shape)  # bad shape / device: fail before measuring
     settings = settings_from_args(args)
     device_kwargs = {"threads": args.threads}
     device = (
@@ -176,6 +177,17 @@ def _interleaved(args, names: list[str], device, settings, store) -> list[dict]:
     return results
 
 
+def check_models(device: str, names: list[str], input_shape: str | None) -> None:
+    """Shape and device mismatches are bad input (hwnas.export.shapes), caught before measuring."""
+    from hwnas.export.artifact import parse_shape
+    from hwnas.export.shapes import check_device_accepts, check_input_shape
+
+    shape = parse_shape(input_shape) if input_shape else None
+    for name in names:
+        check_device_accepts(device, name)
+        check_input_shape(name, shape)
+
+
 def run(args) -> int:
     results = profile_models(args)
     if args.json:
@@ -198,7 +210,7 @@ def run(args) -> int:
                     r.get("median_ms", "failed"),
                     r.get("iqr_ms"),
                     r.get("p90_ms"),
-                    f"{r['cv']:.1%}" if "cv" in r else r.get("reason", "-"),
+                    f"{r['cv']:.1%}" if "cv" in r else "-",
                     r.get("n"),
                 )
                 for r in results
@@ -217,6 +229,9 @@ def run(args) -> int:
                 ],
             )
             console.print(rt)
+        for r in results:  # reasons below the table, never inside a number column
+            if r.get("status") != "ok":
+                err_console.print(f"[red]failed:[/] {r['model']}: {r.get('reason', '?')}")
     if args.plot:
         ok = [r for r in results if r.get("status") == "ok"]
         if len(ok) < 2:

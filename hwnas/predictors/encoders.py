@@ -130,8 +130,14 @@ def space_flops(
     """ONNX-graph FLOPs of each architecture (float64), one cached export per distinct arch.
 
     Slow (an export takes seconds); campaigns record FLOPs in the store, so
-    this runs only for architectures whose FLOPs nobody recorded.
+    this runs only for architectures whose FLOPs nobody recorded. Spaces that
+    :mod:`hwnas.profilers.space_cost` decomposes (nb201, mnasnet) are counted
+    there instead, per distinct cell or layer, with the same result.
     """
+    from hwnas.profilers import space_cost
+
+    if space_cost.supports(space):  # hook: per-cell/per-layer counts, equal to the export's
+        return space_cost.count_flops(space, archs)
     known: dict[str, float] = {}
     out = np.empty(len(archs), dtype=np.float64)
     for i, a in enumerate(archs):

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hwnas.report._labels import place_labels
+
 
 def plot_flops_vs_latency(
     labels: Sequence[str],
@@ -42,15 +44,17 @@ def plot_flops_vs_latency(
         xs = np.linspace(x.min(), x.max(), 50)
         r = np.corrcoef(x, y)[0, 1]
         ax.plot(xs, a * xs + b, "--", color="gray", label=f"least squares (r = {r:.2f})")
-    if annotate:
-        for lab, xi, yi in zip(labels, x, y, strict=True):
-            ax.annotate(lab, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xlabel("GFLOPs (1 MAC = 2 FLOPs)")
     ax.set_ylabel("latency, median (ms)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left")
+    if len(x):
+        # Room for labels: margins first, then labels placed where they overlap nothing.
+        ax.margins(x=0.18, y=0.15)
     fig.tight_layout()
+    if annotate:
+        place_labels(ax, list(labels), x, y)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)

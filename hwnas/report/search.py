@@ -21,6 +21,32 @@ def _plt():
     return plt
 
 
+_LATENCY_KIND = {"table": "looked up", "predictor": "predicted", "device": "measured"}
+MIB = float(1 << 20)
+
+
+def term_labels(meta: dict) -> tuple[str, str]:
+    """Axis labels of accuracy and latency, with units and where the values came from.
+
+    Read from the objective's configuration recorded in the run's ``meta``; a
+    term the configuration does not describe keeps a plain label.
+    """
+    obj = meta.get("objective") or {}
+    acc = obj.get("accuracy") or {}
+    kind = acc.get("evaluator") if isinstance(acc, dict) else None
+    if kind == "naswot":
+        acc_label = "NASWOT score (higher is better)"
+    elif kind == "proxy":
+        acc_label = "proxy-training accuracy"
+    elif kind == "table" or (isinstance(acc, dict) and "column" in acc):
+        acc_label = f"accuracy (%, table{': ' + acc['column'] if acc.get('column') else ''})"
+    else:
+        acc_label = "accuracy"
+    lat = obj.get("latency") or {}
+    how = _LATENCY_KIND.get(lat.get("latency", "") if isinstance(lat, dict) else "", "")
+    return acc_label, f"latency (ms, {how})" if how else "latency (ms)"
+
+
 def _values(history: History, name: str) -> np.ndarray:
     return np.array(
         [
@@ -55,11 +81,11 @@ def plot_reward_over_time(history: History, path: str | Path, title: str | None 
         label="infeasible",
     )
     ax1.plot(steps, history.best_so_far("reward"), c="k", lw=1.5, label="best feasible so far")
-    ax1.set_ylabel("reward")
+    ax1.set_ylabel(f"reward ({(history.meta.get('objective') or {}).get('reward') or '?'})")
     ax1.legend(loc="lower right", fontsize=8)
     ax1.grid(alpha=0.3)
     ax2.plot(steps, history.best_so_far("accuracy"), c="tab:green", lw=1.5)
-    ax2.set_ylabel("best feasible accuracy")
+    ax2.set_ylabel(f"best feasible {term_labels(history.meta)[0]}", fontsize=8)
     ax2.set_xlabel("candidate (step)")
     ax2.grid(alpha=0.3)
     meta = history.meta
@@ -89,11 +115,12 @@ def plot_front(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     acc = _values(history, "accuracy")
+    acc_label, lat_label = term_labels(history.meta)
     axes_terms = [
         (name, label, scale, target)
         for name, label, scale, target in (
-            ("latency_ms", "latency (ms)", 1.0, latency_target_ms),
-            ("memory_bytes", "memory (MB)", 1e-6, memory_target_bytes),
+            ("latency_ms", lat_label, 1.0, latency_target_ms),
+            ("memory_bytes", "memory (MiB, lifetime estimate)", 1 / MIB, memory_target_bytes),
         )
         if np.isfinite(_values(history, name)).any()
     ]
@@ -117,7 +144,7 @@ def plot_front(
         if target is not None and math.isfinite(target):
             ax.axvline(target * scale, c="tab:orange", ls="--", lw=1, label="target")
         ax.set_xlabel(label)
-        ax.set_ylabel("accuracy")
+        ax.set_ylabel(acc_label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
     meta = history.meta

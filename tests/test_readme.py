@@ -1,0 +1,149 @@
+"""Every `hwnas` example of README.md runs, in a fast mode, so the README cannot rot.
+
+The bash blocks of README.md are read in order; each `hwnas ...` command (with
+backslash continuations joined, comments dropped, ``T=...`` style variables
+expanded) runs in one shared temporary directory, so a later example finds the
+files an earlier one made (``gold.npz``, ``mnasnet_cpu.db``, ``model.onnx``), as a
+reader following the README would. Sizes are cut down (``-n``, ``--budget``,
+``--train-size``, ``--runs``, ...; see :data:`SMALL`): the test checks that the
+commands work as written, not the figures they print. Commands that need hardware
+or a cluster (a phone, an ssh board, Ray, a GPU, ``make``) are skipped with the
+reason. Slow by nature (exports, proxy training): marked ``slow``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+SHARED = REPO.parent / "shared"
+TIMEOUT_S = int(os.environ.get("HWNAS_README_TIMEOUT", "600"))
+
+# option -> largest value the fast mode keeps
+SMALL: dict[str, int] = {
+    "-n": 6,
+    "--budget": 3,
+    "--train-size": 4,
+    "--runs": 5,
+    "--time-limit": 2,
+    "--repeats": 2,
+}
+# (pattern in the command, reason): examples that need what this machine may not have.
+SKIPS: tuple[tuple[str, str], ...] = (
+    (r"\badb\b", "needs an Android phone (adb)"),
+    (r"\bssh:", "needs an ssh board"),
+    (r"--ray\b", "starts or joins a Ray cluster (the `ray` tests cover it)"),
+    (r"\bcuda-", "needs an NVIDIA GPU"),
+    (r"\bcpu-litert\b|\.tflite\b", "needs the tflite extra and minutes of conversion"),
+)
+# Examples that the fast sizes cannot shorten enough for a test run.
+LONG: dict[str, str] = {
+    "search autoslim": "trains a slimmable MobileNetV2 (tens of minutes here)",
+    "search memnas": "grow-and-trim rounds with proxy training (tens of minutes here)",
+}
+
+
+def _blocks(text: str) -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+
+
+def readme_commands(text: str) -> list[tuple[str, dict[str, str]]]:
+    """``(command line, variables set before it)`` for every line of every bash block."""
+    out: list[tuple[str, dict[str, str]]] = []
+    variables: dict[str, str] = {}
+    for block in _blocks(text):
+        joined = re.sub(r"\\\n\s*", " ", block)
+        for line in joined.splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            m = re.fullmatch(r"([A-Z_]+)=(\S+)", line)
+            if m:
+                variables[m.group(1)] = m.group(2)
+                continue
+            out.append((line, dict(variables)))
+    return out
+
+
+def _expand(line: str, variables: dict[str, str]) -> list[str]:
+    for k, v in variables.items():
+        line = line.replace(f"${k}", v)
+    line = line.replace("../shared/", f"{SHARED}/")
+    return shlex.split(line, comments=True)
+
+
+def shrink(argv: list[str]) -> list[str]:
+    """The fast mode: every option of :data:`SMALL` capped at its small value."""
+    out = list(argv)
+    for i, a in enumerate(out[:-1]):
+        if a in SMALL and out[i + 1].isdigit():
+            out[i + 1] = str(min(int(out[i + 1]), SMALL[a]))
+    return out
+
+
+def skip_reason(line: str) -> str | None:
+    words = shlex.split(line, comments=True)
+    if not words:
+        return "comment"
+    if words[0] != "hwnas":
+        return f"not an hwnas command ({words[0]})"
+    for pattern, reason in SKIPS:
+        if re.search(pattern, line):
+            return reason
+    for prefix, reason in LONG.items():
+        if " ".join(words[1:3]) == prefix:
+            return reason
+    if "nb201" in line and not (SHARED / "data" / "nb201").exists():
+        return f"the shared NB201 table is not at {SHARED}/data/nb201"
+    return None
+
+
+COMMANDS = readme_commands(README.read_text())
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("readme")
+
+
+def test_readme_has_examples():
+    """The extraction itself: continuation lines joined, variables kept."""
+    lines = [c for c, _ in COMMANDS]
+    assert any(c.startswith("hwnas profile") for c in lines)
+    joined = [c for c in lines if c.startswith("hwnas import-table")]
+    assert joined and "--device-name" in joined[0]
+    assert shrink(["hwnas", "sample", "x", "-n", "1000"])[-1] == "6"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "line, variables", COMMANDS, ids=[f"{i:02d}:{c[:60]}" for i, (c, _) in enumerate(COMMANDS)]
+)
+def test_readme_example(line, variables, workdir):
+    reason = skip_reason(line)
+    if reason:
+        pytest.skip(reason)
+    argv = shrink(_expand(line, variables))
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "hwnas.cli", *argv[1:]],
+            cwd=workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"timed out after {TIMEOUT_S} s in fast mode: {' '.join(argv)}")
+    assert proc.returncode == 0, (
+        f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stderr[-2000:]}"
+    )
