@@ -124,6 +124,7 @@ def test_readme_has_examples():
 
 
 @pytest.mark.slow
+@pytest.mark.readme
 @pytest.mark.parametrize(
     "line, variables", COMMANDS, ids=[f"{i:02d}:{c[:60]}" for i, (c, _) in enumerate(COMMANDS)]
 )
