@@ -82,18 +82,21 @@ def _collect(module: nn.Module, shape: tuple[int, ...], out: dict[str, list[tupl
 def compute_prior(sources: tuple[str, ...] = ("zoo", "spaces")) -> dict[str, tuple[tuple, ...]]:
     """Configurations per kernel type used by the zoo models and the spaces' architectures.
 
-    Deterministic for a given set of registered models and spaces (the
-    spaces' architectures are drawn with a fixed seed), so a campaign's plan
-    is reproducible and resumable. A space that cannot be built is skipped.
+    Deterministic: only the models and spaces hwnas ships count (a plug-in or
+    a test registering its own must not change the plan), and the spaces'
+    architectures are drawn with a fixed seed, so a campaign's plan is
+    reproducible and resumable. A space that cannot be built is skipped.
 
     Returns:
         type -> configurations (duplicates kept: frequent layers weigh more).
     """
     out: dict[str, list[tuple]] = {k: [] for k in ("conv", "dwconv", "maxpool", "avgpool", "fc")}
     if "zoo" in sources:
-        from hwnas.models import create_model, list_models, model_input_shape
+        from hwnas.models import MODELS, create_model, list_models, model_input_shape
 
         for name in list_models():
+            if not MODELS.factory(name).__module__.startswith("hwnas.models."):
+                continue
             with torch.device("meta"):
                 model = create_model(name)
             _collect(model, model_input_shape(name), out)
@@ -104,6 +107,8 @@ def compute_prior(sources: tuple[str, ...] = ("zoo", "spaces")) -> dict[str, tup
         for name in SPACES.names():
             try:
                 space = get_space(name)
+                if not type(space).__module__.startswith("hwnas.spaces."):
+                    continue
                 rng = np.random.default_rng([0, len(name)])
                 for _ in range(SPACE_ARCHS):
                     with torch.device("meta"):
