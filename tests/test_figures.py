@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 
 from hwnas.profilers.memory.plot import human_bytes, plot_lifetimes  # noqa: E402
-from hwnas.report._labels import place_labels  # noqa: E402
+from hwnas.report.labels import place_labels  # noqa: E402
 
 
 def test_clustered_labels_do_not_overlap():

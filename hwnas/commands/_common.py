@@ -3,34 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from hwnas.arch import Arch
 from hwnas.errors import ConfigError
 from hwnas.export.artifact import Artifact, load_onnx, parse_shape
+from hwnas.report.progress import err_console, progress  # noqa: F401  (re-exported for commands)
 
 console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True)
 
 
 @dataclass
@@ -112,45 +102,6 @@ def human(n: float | None, unit: str = "") -> str:
         if abs(n) >= div:
             return f"{n / div:.2f}{suffix}{unit}"
     return f"{n:.0f}{unit}"
-
-
-@contextlib.contextmanager
-def progress(total: int, description: str, enabled: bool = True) -> Iterator[Any]:
-    """A progress bar with rate and ETA (shown when more than one item runs)."""
-    if not enabled or total <= 1:
-
-        class _Null:
-            def advance(self, *_: Any, **__: Any) -> None: ...
-
-            def update(self, *_: Any, **__: Any) -> None: ...
-
-        yield _Null()
-        return
-    cols = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[status]}"),
-    )
-    with Progress(*cols, console=err_console, transient=False) as p:
-        task = p.add_task(description, total=total, rate="", status="")
-
-        class _Bar:
-            def advance(self, n: int = 1, status: str = "") -> None:
-                p.advance(task, n)
-                t = p.tasks[0]
-                per_min = t.completed / t.elapsed * 60 if t.elapsed else 0.0
-                p.update(task, rate=f"{per_min:.1f}/min", status=status)
-
-            def update(self, **kw: Any) -> None:
-                p.update(task, **kw)
-
-        yield _Bar()
 
 
 def print_json(obj: Any) -> None:

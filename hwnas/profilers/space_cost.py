@@ -305,7 +305,7 @@ def count_flops(space: SearchSpace, archs: Sequence[Arch], *, show: bool = True)
     :func:`supports`: what took one export per architecture takes one calibration
     export (cached on disk afterwards) and milliseconds per architecture.
     """
-    from hwnas.commands._common import err_console, progress
+    from hwnas.report.progress import err_console, progress
 
     sc = for_space(space)
     n = len(archs)

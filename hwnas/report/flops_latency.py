@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hwnas.report._labels import place_labels
+from hwnas.report.labels import place_labels
 
 
 def plot_flops_vs_latency(
