@@ -56,14 +56,7 @@ def profile_models(args) -> list[dict]:
             for name in names:
                 model = resolve_model(name, args.input_shape)
                 fl = count(model.artifact.path, model.artifact.shapes_dict())
-                row = {
-                    "model": model.name,
-                    "arch_id": model.arch.id,
-                    "input_shape": list(model.artifact.input_shape),
-                    "params": fl.params,
-                    "macs": fl.macs,
-                    "flops": fl.flops,
-                }
+                row = _static_row(model, fl)
                 try:
                     m = device.measure(model.artifact, settings)
                 except MeasurementFailed as exc:
@@ -81,28 +74,9 @@ def profile_models(args) -> list[dict]:
                     m.warn_if_noisy()
                 for w in caught:
                     err_console.print(f"[yellow]warning:[/] {w.message}")
-                row.update(
-                    status="ok",
-                    device=m.device,
-                    **{
-                        k: v
-                        for k, v in m.to_dict().items()
-                        if k.endswith("_ms") or k in ("cv", "n")
-                    },
-                )
-                row["environment"] = m.environment
+                row.update(_measured_fields(m))
                 if store:
-                    store.add_device(m.device, m.environment)
-                    store.add_arch(model.arch, label=model.name)
-                    store.add_artifact(model.artifact, model.arch.id)
-                    store.set_metrics(
-                        model.arch.id,
-                        model.artifact.input_shape,
-                        flops=fl.flops,
-                        macs=fl.macs,
-                        params=fl.params,
-                    )
-                    store.add_measurement(model.arch.id, m, model.artifact.input_shape)
+                    _store_measured(store, model, fl, m)
                 results.append(row)
                 bar.advance(status=f"{name}: {m.median:.2f} ms")
     finally:
@@ -145,36 +119,44 @@ def _interleaved(args, names: list[str], device, settings, store) -> list[dict]:
             extra={"interleave_rounds": len(orders), "round_medians_ms": medians[i]},
         )
         rc = ratios[str(i)]
-        row = {
-            "model": model.name,
-            "arch_id": model.arch.id,
-            "input_shape": list(model.artifact.input_shape),
-            "params": fl.params,
-            "macs": fl.macs,
-            "flops": fl.flops,
-            "status": "ok",
-            "device": pooled.device,
-            **{k: v for k, v in pooled.to_dict().items() if k.endswith("_ms") or k in ("cv", "n")},
-            "round_medians_ms": medians[i],
-            "ratio": rc.ratio,
-            "ratio_low": rc.low,
-            "ratio_high": rc.high,
-            "environment": pooled.environment,
-        }
+        row = _static_row(model, fl)
+        row.update(_measured_fields(pooled))
+        row.update(
+            round_medians_ms=medians[i], ratio=rc.ratio, ratio_low=rc.low, ratio_high=rc.high
+        )
         results.append(row)
         if store:
-            store.add_device(pooled.device, pooled.environment)
-            store.add_arch(model.arch, label=model.name)
-            store.add_artifact(model.artifact, model.arch.id)
-            store.set_metrics(
-                model.arch.id,
-                model.artifact.input_shape,
-                flops=fl.flops,
-                macs=fl.macs,
-                params=fl.params,
-            )
-            store.add_measurement(model.arch.id, pooled, model.artifact.input_shape)
+            _store_measured(store, model, fl, pooled)
     return results
+
+
+def _static_row(model, fl) -> dict:
+    """The table row's columns known before measuring: name, shape, params, MACs, FLOPs."""
+    return {
+        "model": model.name,
+        "arch_id": model.arch.id,
+        "input_shape": list(model.artifact.input_shape),
+        "params": fl.params,
+        "macs": fl.macs,
+        "flops": fl.flops,
+    }
+
+
+def _measured_fields(m) -> dict:
+    """A successful measurement's columns: statistics (ms, cv, n), device and environment."""
+    stats = {k: v for k, v in m.to_dict().items() if k.endswith("_ms") or k in ("cv", "n")}
+    return {"status": "ok", "device": m.device, **stats, "environment": m.environment}
+
+
+def _store_measured(store, model, fl, m) -> None:
+    """Device, architecture, artifact, static metrics and the measurement, one commit each."""
+    store.add_device(m.device, m.environment)
+    store.add_arch(model.arch, label=model.name)
+    store.add_artifact(model.artifact, model.arch.id)
+    store.set_metrics(
+        model.arch.id, model.artifact.input_shape, flops=fl.flops, macs=fl.macs, params=fl.params
+    )
+    store.add_measurement(model.arch.id, m, model.artifact.input_shape)
 
 
 def check_models(device: str, names: list[str], input_shape: str | None) -> None:
