@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -349,6 +350,18 @@ def test_a_predictor_of_another_device_or_space_is_refused(table, space):
     obj = _objective(table, lat, verify=TableLatency(table, "lat_ms"))
     with pytest.raises(ConfigError, match="trained for space 'mnasnet'"):
         create_searcher("random").run(space, obj, 5, seed=0)
+
+
+def test_a_table_column_named_latency_ms_device_verifies_that_device(table, tmp_path):
+    """`train-predictor --table ... --latency-column latency_ms_X --device X` then
+    `--verify table:FILE:latency_ms_X`: the README's journey must not be refused."""
+    from hwnas.objectives.verify import Verifier
+
+    renamed = tmp_path / "renamed.csv"
+    renamed.write_text(Path(table).read_text().replace("lat_ms", "latency_ms_phone", 1))
+    v = Verifier(TableLatency(renamed, "latency_ms_phone"), "table:latency_ms_phone")
+    assert "phone" in v.device_names()
+    assert "pixel" not in v.device_names()
 
 
 def test_verification_of_an_architecture_missing_from_the_table_is_bad_input(

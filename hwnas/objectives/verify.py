@@ -106,13 +106,16 @@ class Verifier:
                 raise ConfigError(
                     f"the predictor {lat.path.name} was trained on device '{have}', but --verify "
                     f"measures on '{self.name}'; verify on the device it predicts (--verify "
-                    f"device:{have} or table:FILE:{have}) or train a predictor for {self.name}"
+                    f"device:{have} or table:FILE:latency_ms_{have}) or train a predictor for {self.name}"
                 )
 
     def device_names(self) -> tuple[str, ...]:
         """Names a predictor trained for this device may carry."""
         if isinstance(self.source, TableLatency):
-            return (self.name, self.source.column)
+            # `train-predictor --table` names the device freely; a column's own name and the
+            # shared tables' `latency_ms_<device>` convention both identify it
+            col = self.source.column
+            return (self.name, col, col.removeprefix("latency_ms_"))
         return (self.name, self.name.removeprefix("device:"))
 
     def resume(self, rows: list[dict[str, Any]]) -> None:
