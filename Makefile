@@ -28,7 +28,7 @@ test: $(VENV)/.full
 	$(BIN)/pytest -q
 
 test-slow: $(VENV)/.full
-	$(BIN)/pytest -q -m slow
+	$(BIN)/pytest -q -m "slow and not readme"
 
 lint: $(VENV)/.full
 	$(BIN)/ruff check hwnas tests benchmarks
