@@ -105,6 +105,7 @@ def test_input_shapes():
 
 
 def _export_and_compare(name: str, dynamo: bool, input_shape=None) -> None:
+    torch.manual_seed(0)  # the same weights and input on every run
     m = create_model(name).eval()
     x = torch.randn(input_shape or model_input_shape(name))
     buf = io.BytesIO()
@@ -117,7 +118,11 @@ def _export_and_compare(name: str, dynamo: bool, input_shape=None) -> None:
     (y,) = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
     with torch.no_grad():
         ref = m(x).numpy()
-    np.testing.assert_allclose(y, ref, rtol=1e-3, atol=1e-4)
+    # Untrained deep nets (DenseNet-121) reach logits of ~1e6, where float32 summation order
+    # alone moves a logit near zero by more than 0.1% of itself: judge the absolute error
+    # against the output's own scale.
+    scale = max(1.0, float(np.abs(ref).max()))
+    np.testing.assert_allclose(y, ref, rtol=1e-3, atol=1e-4 * scale)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
