@@ -239,7 +239,24 @@ def test_killed_campaign_resumes_without_measuring_twice(tmp_path):
     assert summary["skipped"] == len(before)
     assert summary["measured"] == n - len(before)
     after = _rows(db, "SELECT id, arch_id, created, median_ms FROM measurements ORDER BY id")
-    assert after[: len(before)] == before  # everything recorded before the kill survived
+    # Everything recorded before the kill survived: same rows, same order. A row the
+    # interference guard flagged as taken on a busy machine may be re-measured in place on
+    # resume (its first median is kept in measurement_flags); every other median is untouched.
+    assert [r[:3] for r in after[: len(before)]] == [r[:3] for r in before]
+    flagged = (
+        {r[0] for r in _rows(db, "SELECT measurement_id FROM measurement_flags")}
+        if _rows(db, "SELECT name FROM sqlite_master WHERE name='measurement_flags'")
+        else set()
+    )
+    assert [r for r in after[: len(before)] if r[0] not in flagged] == [
+        r for r in before if r[0] not in flagged
+    ]
+    if flagged:  # a re-measured row keeps its first median beside the new one
+        originals = dict(
+            _rows(db, "SELECT measurement_id, original_median_ms FROM measurement_flags")
+        )
+        now = {r[0]: r[3] for r in after}
+        assert all(r[3] in (now[r[0]], originals[r[0]]) for r in before if r[0] in flagged)
     ids = [r[1] for r in after]
     assert len(ids) == n and len(set(ids)) == n  # nothing measured twice
     assert {r[1] for r in after} == {a.id for a in sample_distinct(TinySpace(), n, seed=0)}
