@@ -42,6 +42,7 @@ import onnx
 
 from hwnas.errors import ConfigError, HwnasError, ProfilingError
 from hwnas.predictors.kernels.detect import KernelRecord, detect_kernels
+from hwnas.predictors.kernels.detect import _spatial as _chw
 
 KERNEL_SOURCES = ("runtime", "rules")
 LITERT_READER = "litert .tflite"
@@ -172,18 +173,6 @@ def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
             v = onnx.helper.get_attribute_value(a)
             return v.decode() if isinstance(v, bytes) else v
     return default
-
-
-def _chw(shape: tuple[int, ...] | None) -> tuple[int, int, int]:
-    if not shape:
-        return 1, 1, 1
-    if len(shape) >= 4:
-        return int(shape[1]), int(shape[2]), int(math.prod(shape[3:]))
-    if len(shape) == 3:
-        return int(shape[1]), int(shape[2]), 1
-    if len(shape) == 2:
-        return int(shape[1]), 1, 1
-    return int(shape[0]), 1, 1
 
 
 def _ort_act(node: onnx.NodeProto) -> str:
