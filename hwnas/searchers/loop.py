@@ -129,6 +129,25 @@ def asynchronous_searchers() -> list[str]:
     return [n for n in SEARCHERS.names() if searcher_class(n).asynchronous]
 
 
+def check_asynchronous(searcher: Searcher, objective: Objective) -> None:
+    """Refuse the asynchronous mode where it would change the algorithm.
+
+    Raises:
+        ConfigError: a searcher that learns from whole batches, or verification.
+    """
+    if not searcher.asynchronous:
+        raise ConfigError(
+            f"searcher {searcher.name!r} learns from whole batches, so it has no asynchronous "
+            f"variant; run it synchronously, or use one of: "
+            f"{', '.join(asynchronous_searchers())}"
+        )
+    if objective.verifier is not None:
+        raise ConfigError(
+            "--verify needs the synchronous loop (verifications change what the searcher was "
+            "told, in order); run the search without the asynchronous variant"
+        )
+
+
 def run_search(
     searcher: Searcher,
     space: SearchSpace,
@@ -147,17 +166,8 @@ def run_search(
         ConfigError: a budget below 1; the asynchronous mode for a searcher that
             learns from whole batches, or with verification.
     """
-    if asynchronous and not searcher.asynchronous:
-        raise ConfigError(
-            f"searcher {searcher.name!r} learns from whole batches, so it has no asynchronous "
-            f"variant; run it synchronously, or use one of: "
-            f"{', '.join(asynchronous_searchers())}"
-        )
-    if asynchronous and objective.verifier is not None:
-        raise ConfigError(
-            "--verify needs the synchronous loop (verifications change what the searcher was "
-            "told, in order); run the search without the asynchronous variant"
-        )
+    if asynchronous:
+        check_asynchronous(searcher, objective)
     loop = _Loop(searcher, space, objective, int(budget), seed, log, progress, max_rejections)
     ex = executor if executor is not None else InProcess()
     try:
