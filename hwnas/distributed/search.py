@@ -84,7 +84,7 @@ class RecordingStore(Store):
         self.journal = journal
         self._depth = 0
 
-    def _write(self, name: str, write: Any, args: tuple, kwargs: dict) -> Any:
+    def _journalled(self, name: str, write: Any, args: tuple, kwargs: dict) -> Any:
         if self._depth == 0:
             self.journal.append((self.index, name, args, kwargs))
         self._depth += 1
@@ -94,19 +94,29 @@ class RecordingStore(Store):
             self._depth -= 1
 
     def add_device(self, *args: Any, **kwargs: Any) -> Any:
-        return self._write("add_device", super().add_device, args, kwargs)
+        return self._journalled("add_device", super().add_device, args, kwargs)
 
     def add_arch(self, *args: Any, **kwargs: Any) -> Any:
-        return self._write("add_arch", super().add_arch, args, kwargs)
+        return self._journalled("add_arch", super().add_arch, args, kwargs)
 
     def add_artifact(self, *args: Any, **kwargs: Any) -> Any:
-        return self._write("add_artifact", super().add_artifact, args, kwargs)
+        return self._journalled("add_artifact", super().add_artifact, args, kwargs)
 
     def set_metrics(self, *args: Any, **kwargs: Any) -> Any:
-        return self._write("set_metrics", super().set_metrics, args, kwargs)
+        return self._journalled("set_metrics", super().set_metrics, args, kwargs)
 
     def add_measurement(self, *args: Any, **kwargs: Any) -> Any:
-        return self._write("add_measurement", super().add_measurement, args, kwargs)
+        return self._journalled("add_measurement", super().add_measurement, args, kwargs)
+
+
+#: The writes a :class:`RecordingStore` journals, by the name the journal carries.
+STORE_WRITES: dict[str, Any] = {
+    "add_device": Store.add_device,
+    "add_arch": Store.add_arch,
+    "add_artifact": Store.add_artifact,
+    "set_metrics": Store.set_metrics,
+    "add_measurement": Store.add_measurement,
+}
 
 
 def ship(objective: Objective, space: SearchSpace) -> tuple[bytes, list[Store]]:
@@ -331,7 +341,7 @@ class RayExecutor(Executor):
         self.stats.roundtrip_s.append(time.perf_counter() - t_submit)
         self.stats.busy_s.append(busy)
         for index, method, args, kwargs in writes:
-            getattr(stores[index], method)(*args, **kwargs)
+            STORE_WRITES[method](stores[index], *args, **kwargs)
         self.stats.store_writes += len(writes)
         return terms
 
@@ -355,7 +365,7 @@ def task_resources(objective: Objective) -> tuple[dict[str, float], float]:
     """
     from hwnas.objectives import DeviceLatency
 
-    lat = getattr(objective, "latency", None)
+    lat = objective.latency
     if isinstance(lat, DeviceLatency):
         return {device_resource(lat.device_name): 1.0}, float(max(1, int(lat.threads or 1)))
     return {}, 1.0

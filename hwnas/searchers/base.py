@@ -306,7 +306,8 @@ class Searcher(ABC):
     name: ClassVar[str] = ""
     Settings: ClassVar[type] = NoSettings
     #: Whether ``update`` may be told one record at a time, in completion order
-    #: (the asynchronous Ray loop); searchers that learn from whole batches say False.
+    #: (``run(..., asynchronous=True)``, e.g. on Ray); searchers that learn from
+    #: whole batches say False.
     asynchronous: ClassVar[bool] = False
 
     def __init__(self, settings: Any = None, **overrides: Any):
