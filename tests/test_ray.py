@@ -268,6 +268,44 @@ def test_search_on_ray_has_the_local_history(ray_cluster, synthetic_nb201, algo,
 
 
 @pytest.mark.ray
+def test_search_on_ray_records_every_term_the_local_loop_records(ray_cluster, synthetic_nb201):
+    """The same records, field by field (timings aside), and the same accounting, with
+    candidates rejected on cheap terms in the driver and repeats served from its cache."""
+    from hwnas.distributed import run_search_ray
+    from hwnas.searchers import create_searcher
+    from hwnas.spaces import get_space
+
+    def obj():
+        from hwnas.evaluators.table import TableEvaluator
+        from hwnas.objectives import Objective, TableLatency
+
+        return Objective(
+            TableEvaluator(synthetic_nb201, "acc"),
+            TableLatency(synthetic_nb201, "lat"),
+            latency_target_ms=12.0,
+            reward="hard",  # screens on cheap terms before any task
+        )
+
+    space = get_space("nb201")
+    local = create_searcher("random", batch_size=6).run(space, obj(), 12, seed=2)
+    remote = run_search_ray(
+        create_searcher("random", batch_size=6), space, obj(), 12, seed=2, max_in_flight=2
+    )
+
+    def rows(h):
+        return [
+            {k: v for k, v in r.row().items() if k not in ("eval_s", "elapsed_s")}
+            for r in h.records
+        ]
+
+    assert rows(remote) == rows(local)
+    keys = ("run_id", "accuracy_evaluations", "screened", "latency_predictions", "converged")
+    assert {k: remote.meta[k] for k in keys} == {k: local.meta[k] for k in keys}
+    assert local.meta["screened"] > 0
+    assert remote.meta["ray"]["tasks"] == remote.meta["accuracy_evaluations"] == 12
+
+
+@pytest.mark.ray
 def test_search_on_ray_resumes_from_its_log(ray_cluster, synthetic_nb201, tmp_path):
     """A search stopped half-way resumes on Ray exactly as the local loop resumes it, and
     ends with the history of an uninterrupted run."""
