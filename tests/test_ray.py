@@ -8,7 +8,6 @@ this CPU, stored as ``bench-a``/``bench-b``) and of ``device:cpu-ort``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import sqlite3
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from campaign_helpers import TinySpace
+from search_helpers import write_synthetic_nb201
 
 from hwnas.arch import Arch
 from hwnas.distributed import DeviceSpec, RayCampaign, as_specs, device_resource
@@ -200,18 +200,7 @@ def test_a_device_on_no_node_is_a_clear_error(ray_cluster, tmp_path):
 @pytest.fixture(scope="module")
 def synthetic_nb201(tmp_path_factory) -> Path:
     """Every NB201 cell with a made-up accuracy and latency (deterministic, no shared data)."""
-    from hwnas.spaces import get_space
-
-    space = get_space("nb201")
-    path = tmp_path_factory.mktemp("table") / "nb201_synthetic.csv"
-    lines = ["arch,acc,lat"]
-    for a in space.all_archs():
-        h = hashlib.sha256(a.id.encode()).digest()
-        acc = 70 + int.from_bytes(h[:4]) % 2500 / 100
-        lat = 4 + int.from_bytes(h[4:8]) % 2000 / 100
-        lines.append(f"{space.format(a)},{acc:.2f},{lat:.2f}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_synthetic_nb201(tmp_path_factory.mktemp("table") / "nb201_synthetic.csv")
 
 
 def _objective(table: Path):

@@ -10,7 +10,6 @@ and the asynchronous mode must stay a valid search whatever the order.
 from __future__ import annotations
 
 import copy
-import hashlib
 import random
 from collections.abc import Sequence
 from itertools import count
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from search_helpers import write_synthetic_nb201
 
 from hwnas.errors import ConfigError, DeviceError
 from hwnas.evaluators.table import TableEvaluator, load_table
@@ -35,16 +35,7 @@ TIMING = ("eval_s", "elapsed_s")
 @pytest.fixture(scope="module")
 def table(tmp_path_factory) -> Path:
     """Every NB201 cell with a made-up accuracy and latency (deterministic, no shared data)."""
-    space = get_space("nb201")
-    path = tmp_path_factory.mktemp("loop") / "nb201_synthetic.csv"
-    lines = ["arch,acc,lat"]
-    for a in space.all_archs():
-        h = hashlib.sha256(a.id.encode()).digest()
-        acc = 70 + int.from_bytes(h[:4]) % 2500 / 100
-        lat = 4 + int.from_bytes(h[4:8]) % 2000 / 100
-        lines.append(f"{space.format(a)},{acc:.2f},{lat:.2f}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_synthetic_nb201(tmp_path_factory.mktemp("loop") / "nb201_synthetic.csv")
 
 
 def _objective(table: Path, reward: str = "hard") -> Objective:

@@ -456,17 +456,9 @@ class Searcher(ABC):
             ConfigError: a budget below 1; ``asynchronous`` for a searcher that
                 learns from whole batches, or with verification.
         """
-        from hwnas.searchers.loop import run_search
+        from hwnas.searchers.loop import SearchLoop
 
-        return run_search(
-            self,
-            space,
-            objective,
-            budget,
-            seed,
-            log,
-            progress,
-            max_rejections,
-            executor,
-            asynchronous,
+        loop = SearchLoop(
+            self, space, objective, int(budget), seed, log, progress, max_rejections, asynchronous
         )
+        return loop.run(executor)

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from hwnas.spaces.base import SearchSpace
     from hwnas.store.search_log import SearchLog
 
-#: Latency fields the driver's cheap prediction decides (see :meth:`_Loop._terms_of`).
+#: Latency fields the driver's cheap prediction decides (see :meth:`SearchLoop.adopt`).
 _PREDICTED = ("latency_ms", "latency_predicted_ms", "latency_lower_ms", "latency_upper_ms")
 
 
@@ -148,40 +148,16 @@ def check_asynchronous(searcher: Searcher, objective: Objective) -> None:
         )
 
 
-def run_search(
-    searcher: Searcher,
-    space: SearchSpace,
-    objective: Objective,
-    budget: int,
-    seed: int = 0,
-    log: SearchLog | None = None,
-    progress: ProgressFn | None = None,
-    max_rejections: int | None = None,
-    executor: Executor | None = None,
-    asynchronous: bool = False,
-) -> History:
-    """:meth:`Searcher.run` (see there and the module docstring for the arguments).
+class SearchLoop:
+    """One run of :meth:`Searcher.run`: its history, budget accounting and stop conditions.
+
+    ``SearchLoop(searcher, space, objective, budget, ...).run(executor)``;
+    the arguments are :meth:`Searcher.run`'s.
 
     Raises:
         ConfigError: a budget below 1; the asynchronous mode for a searcher that
             learns from whole batches, or with verification.
     """
-    if asynchronous:
-        check_asynchronous(searcher, objective)
-    loop = _Loop(searcher, space, objective, int(budget), seed, log, progress, max_rejections)
-    ex = executor if executor is not None else InProcess()
-    try:
-        if asynchronous:
-            loop.run_async(ex)
-        else:
-            loop.run_sync(ex)
-    finally:
-        ex.cancel()
-    return loop.finish()
-
-
-class _Loop:
-    """The state of one run: history, budget accounting, stop conditions."""
 
     def __init__(
         self,
@@ -193,9 +169,13 @@ class _Loop:
         log: SearchLog | None,
         progress: ProgressFn | None,
         max_rejections: int | None,
+        asynchronous: bool = False,
     ):
         from hwnas.searchers.base import History
 
+        if asynchronous:
+            check_asynchronous(searcher, objective)
+        self.asynchronous = asynchronous
         self.searcher = searcher
         self.space = space
         self.user_objective = objective
@@ -219,6 +199,18 @@ class _Loop:
         self.diverged = False
         self.verifier = self.obj.verifier
         self.t_start = time.perf_counter()
+
+    def run(self, executor: Executor | None = None) -> History:
+        """Search; evaluations run on ``executor`` (default :class:`InProcess`)."""
+        ex = executor if executor is not None else InProcess()
+        try:
+            if self.asynchronous:
+                self.run_async(ex)
+            else:
+                self.run_sync(ex)
+        finally:
+            ex.cancel()
+        return self.finish()
 
     # ---- opening, recording, closing --------------------------------------------------------
 
