@@ -391,20 +391,16 @@ def test_asynchronous_evolution_keeps_workers_busy_and_says_it_is_not_reproducib
     settings = {"population_size": 6, "sample_size": 2}  # batch_size=1: one child per step
     log = SearchLog(tmp_path / "a.db")
     try:
-        first = run_search_ray_async(
-            create_searcher("evolution", **settings),
-            space,
-            _objective(synthetic_nb201),
-            10,
-            log=log,
-        )
-        h = run_search_ray_async(
-            create_searcher("evolution", **settings),
-            space,
-            _objective(synthetic_nb201),
-            20,
-            log=log,
-        )
+        first, h = [
+            run_search_ray_async(
+                create_searcher("evolution", **settings),
+                space,
+                _objective(synthetic_nb201),
+                budget,
+                log=log,
+            )
+            for budget in (10, 20)
+        ]
     finally:
         log.close()
     assert first.meta["variant"] == "async" and first.meta["reproducible"] is False

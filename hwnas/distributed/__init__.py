@@ -29,12 +29,12 @@ from hwnas.distributed.campaign import (
 from hwnas.distributed.cluster import Cluster, cluster, connect, device_resource, ray_module
 from hwnas.distributed.search import (
     RayExecutor,
-    async_searchers,
     fanout_note,
     run_search_ray,
     run_search_ray_async,
     task_resources,
 )
+from hwnas.searchers.loop import async_searchers
 
 __all__ = [
     "async_searchers",

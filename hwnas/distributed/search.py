@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 from hwnas.distributed.cluster import connect, device_resource, ray_module, remote_error
 from hwnas.errors import ConfigError
-from hwnas.searchers.loop import Executor, asynchronous_searchers, check_asynchronous
+from hwnas.searchers.loop import Executor, check_asynchronous
 from hwnas.store import Store
 
 if TYPE_CHECKING:
@@ -445,25 +445,7 @@ def run_search_ray(
         cluster.close()
 
 
-def async_searchers() -> list[str]:
-    """Registered searchers that have an asynchronous variant (``Searcher.asynchronous``)."""
-    return asynchronous_searchers()
-
-
-def run_search_ray_async(
-    searcher: Searcher,
-    space: SearchSpace,
-    objective: Objective,
-    budget: int,
-    seed: int = 0,
-    log: SearchLog | None = None,
-    progress: ProgressFn | None = None,
-    *,
-    address: str | None = None,
-    max_in_flight: int | None = None,
-    num_cpus: int | None = None,
-    resources: Mapping[str, float] | None = None,
-) -> History:
+def run_search_ray_async(*args: Any, **kwargs: Any) -> History:
     """Asynchronous search on Ray: keep ``max_in_flight`` evaluations running, and as soon as
     one finishes, tell the searcher and ask it for the next candidate.
 
@@ -476,21 +458,11 @@ def run_search_ray_async(
     keeps it as a run of its own (``ALGO/async``); a resumed run tells the
     searcher every logged record, in order, and carries on.
 
+    Takes the arguments of :func:`run_search_ray` (it is
+    ``run_search_ray(..., asynchronous=True)``).
+
     Raises:
         ConfigError: a searcher that needs whole batches (``mnasnet-rl``'s PPO
             update), verification, or a budget below 1.
     """
-    return run_search_ray(
-        searcher,
-        space,
-        objective,
-        budget,
-        seed,
-        log,
-        progress,
-        address=address,
-        max_in_flight=max_in_flight,
-        num_cpus=num_cpus,
-        resources=resources,
-        asynchronous=True,
-    )
+    return run_search_ray(*args, **kwargs, asynchronous=True)

@@ -119,7 +119,7 @@ def rejection_message(n: int, obj: Objective) -> str:
     )
 
 
-def asynchronous_searchers() -> list[str]:
+def async_searchers() -> list[str]:
     """Registered searchers whose ``update`` takes one record at any time
     (``Searcher.asynchronous``), so that telling them results in completion order
     is still their algorithm (Real et al. ran regularised evolution with
@@ -139,7 +139,7 @@ def check_asynchronous(searcher: Searcher, objective: Objective) -> None:
         raise ConfigError(
             f"searcher {searcher.name!r} learns from whole batches, so it has no asynchronous "
             f"variant; run it synchronously, or use one of: "
-            f"{', '.join(asynchronous_searchers())}"
+            f"{', '.join(async_searchers())}"
         )
     if objective.verifier is not None:
         raise ConfigError(
