@@ -9,22 +9,16 @@ and the asynchronous mode must stay a valid search whatever the order.
 
 from __future__ import annotations
 
-import copy
-import random
-from collections.abc import Sequence
-from itertools import count
 from pathlib import Path
-from typing import Any
 
 import pytest
-from search_helpers import write_synthetic_nb201
+from search_helpers import OutOfOrder, write_synthetic_nb201
 
 from hwnas.errors import ConfigError, DeviceError
 from hwnas.evaluators.table import TableEvaluator, load_table
-from hwnas.objectives import Objective, TableLatency, Terms
+from hwnas.objectives import Objective, TableLatency
 from hwnas.objectives.verify import Verifier
 from hwnas.searchers import SearchLog, create_searcher
-from hwnas.searchers.loop import Executor
 from hwnas.spaces import get_space
 from hwnas.store import Store
 
@@ -47,46 +41,6 @@ def _objective(table: Path, reward: str = "hard") -> Objective:
     )
 
 
-class Shuffled(Executor):
-    """Evaluates on its own copy of the objective (as a remote worker does) and finishes
-    a random subset of the running tasks at each wait."""
-
-    def __init__(self, capacity: int = 3, seed: int = 0):
-        self.capacity = capacity
-        self.rng = random.Random(seed)
-        self.queued: dict[int, tuple[Any, Any, Any]] = {}
-        self.ids = count()
-        self.submitted: list[str] = []
-        self.hits = 0
-        self.cancelled = 0
-        self.most = 0
-        self._copies: dict[int, Objective] = {}
-
-    def submit(self, objective, space, arch):
-        worker = self._copies.setdefault(id(objective), copy.deepcopy(objective))
-        ticket = next(self.ids)
-        self.queued[ticket] = (worker, space, arch)
-        self.submitted.append(arch.id)
-        self.most = max(self.most, len(self.queued))
-        return ticket
-
-    def wait(self, tickets: Sequence[Any]) -> list[tuple[Any, Terms]]:
-        assert tickets and set(tickets) <= set(self.queued)
-        chosen = self.rng.sample(list(tickets), self.rng.randint(1, len(tickets)))
-        out = []
-        for t in chosen:
-            worker, space, arch = self.queued.pop(t)
-            out.append((t, worker.evaluate(space, [arch])[0]))
-        return out
-
-    def cached(self) -> None:
-        self.hits += 1
-
-    def cancel(self) -> None:
-        self.cancelled += 1
-        self.queued.clear()
-
-
 def _rows(history) -> list[dict]:
     return [{k: v for k, v in r.row().items() if k not in TIMING} for r in history.records]
 
@@ -104,7 +58,7 @@ def test_an_executor_finishing_out_of_order_gives_the_in_process_history(
 ):
     space = get_space("nb201")
     local = create_searcher(algo, **settings).run(space, _objective(table), budget, seed=7)
-    ex = Shuffled()
+    ex = OutOfOrder()
     other = create_searcher(algo, **settings).run(
         space, _objective(table), budget, seed=7, executor=ex
     )
@@ -128,9 +82,9 @@ def test_the_asynchronous_mode_records_each_result_as_it_arrives_and_resumes(tab
     log = SearchLog(tmp_path / "a.db")
     try:
         first = create_searcher("evolution", **settings).run(
-            space, _objective(table), 10, log=log, executor=Shuffled(seed=1), asynchronous=True
+            space, _objective(table), 10, log=log, executor=OutOfOrder(seed=1), asynchronous=True
         )
-        ex = Shuffled(seed=2)
+        ex = OutOfOrder(seed=2)
         h = create_searcher("evolution", **settings).run(
             space, _objective(table), 20, log=log, executor=ex, asynchronous=True
         )
@@ -162,7 +116,7 @@ def test_the_asynchronous_mode_is_refused_where_it_would_change_the_algorithm(ta
 
 
 def test_a_failed_evaluation_stops_the_search_and_cancels_what_is_running(table):
-    class Failing(Shuffled):
+    class Failing(OutOfOrder):
         def wait(self, tickets):
             raise DeviceError("the device went away")
 
