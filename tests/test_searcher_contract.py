@@ -215,7 +215,13 @@ def test_run_stays_within_the_budget(name):
         assert r.arch_str == space.format(r.arch)
 
 
-@pytest.mark.parametrize("name", [_param(n, slow=n in EXPENSIVE) for n in SEARCHERS_UNDER_TEST])
+@pytest.mark.parametrize(
+    "name",
+    [
+        _param(n, slow=n in EXPENSIVE and searcher_class(n).asynchronous)
+        for n in SEARCHERS_UNDER_TEST
+    ],
+)
 def test_the_asynchronous_mode_is_for_searchers_that_say_so(name):
     """A searcher with ``asynchronous = True`` takes its records one at a time, in whatever
     order evaluations finish, and stays within the budget; any other refuses the mode."""
