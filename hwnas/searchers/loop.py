@@ -25,7 +25,8 @@ asynchronous
     searchers whose ``update`` takes one record at any time
     (``Searcher.asynchronous``); a resumed run tells the searcher every logged
     record, in order, and carries on. It is logged as a run of its own
-    (``ALGO/async``).
+    (``ALGO/async``). Once it has converged or stopped it proposes nothing
+    more, and records the evaluations still running.
 """
 
 from __future__ import annotations
@@ -39,10 +40,10 @@ from itertools import count
 from typing import TYPE_CHECKING, Any
 
 from hwnas.errors import ConfigError
-from hwnas.objectives import Objective, Terms
 
 if TYPE_CHECKING:
     from hwnas.arch import Arch
+    from hwnas.objectives import Objective, Terms
     from hwnas.searchers.base import Candidate, History, ProgressFn, Record, Searcher
     from hwnas.spaces.base import SearchSpace
     from hwnas.store.search_log import SearchLog
