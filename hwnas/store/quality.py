@@ -247,6 +247,22 @@ def flag_states(conn: sqlite3.Connection) -> dict[int, str]:
     }
 
 
+def pending_kinds(conn: sqlite3.Connection) -> dict[int, str]:
+    """measurement id -> flag kind (``canary``/``interference``) of rows still flagged.
+
+    Read-only, like :func:`flag_states`: the readers of training data
+    (:func:`hwnas.predictors.data.load_store`) leave these rows out by default.
+    """
+    if not has_tables(conn):
+        return {}
+    return {
+        int(r[0]): str(r[1])
+        for r in conn.execute(
+            "SELECT measurement_id, kind FROM measurement_flags WHERE state='pending'"
+        )
+    }
+
+
 # ---- filtering and normalising rows for export / compare-flops ----------------------
 
 
