@@ -153,3 +153,41 @@ def test_the_ssh_runner_times_run_for_run_as_hwnas(stream, kw):
     mine = runner.time_fn(c1.run, clock=c1, **kw)
     theirs = time_callable(c2.run, MeasureSettings(**kw), clock=c2)
     assert mine == theirs and c1.calls == c2.calls
+
+
+def test_sample_rel_ci_is_checked_and_reaches_the_settings(monkeypatch, tmp_path, capsys):
+    from hwnas.cli import main
+    from hwnas.commands import campaign as cmd
+
+    for bad in ("0", "1.5", "x"):
+        assert (
+            main(["sample", "nb201", "-n", "2", "--rel-ci", bad, "--db", str(tmp_path / "x.db")])
+            == 2
+        )
+        assert "--rel-ci" in capsys.readouterr().err
+    seen = {}
+
+    def fake_ray(args, space, settings, _print):  # the --ray branch gets the same settings
+        seen["settings"] = settings
+        return 0
+
+    monkeypatch.setattr("hwnas.commands._ray.sample_on_ray", fake_ray)
+    assert main(["sample", "nb201", "-n", "2", "--ray", "--db", str(tmp_path / "y.db")]) == 0
+    assert seen["settings"].rel_ci == cmd.CAMPAIGN_REL_CI == 0.02
+    assert (
+        main(
+            [
+                "sample",
+                "nb201",
+                "-n",
+                "2",
+                "--ray",
+                "--rel-ci",
+                "0.005",
+                "--db",
+                str(tmp_path / "y.db"),
+            ]
+        )
+        == 0
+    )
+    assert seen["settings"].rel_ci == 0.005
