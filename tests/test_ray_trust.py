@@ -1,5 +1,6 @@
 """The Ray campaign measures under the interference guard and a canary per device, as the
-local campaign does: flags, re-measurements in place, and one canary series per device."""
+local campaign does: flags, re-measurements in place, one canary series per device, and
+the noise ceiling at the end."""
 
 from __future__ import annotations
 
@@ -103,6 +104,7 @@ def test_ray_campaign_guards_canaries_flags_and_remeasures_per_device(ray_local,
             interference=Policy("warn", probe_s=0.05),
             canary=canary,
             log=logs.append,
+            repeat_n=3,
         )
         try:
             rc.start()
@@ -144,3 +146,10 @@ def test_ray_campaign_guards_canaries_flags_and_remeasures_per_device(ray_local,
         assert {x["baseline_ms"] for x in c} == {11.0} and all(x["ok"] for x in b + c)
         assert not quality.canary_series(store.conn, "farm", rc.campaign)
         assert not set(flags) & {i for i, _ in farm}
+
+        # the noise ceiling, per stored name, re-measured on a device of that name
+        for name in ("solo", "farm"):
+            rep = s.devices[name].repeatability
+            assert rep is not None and rep["n"] == 3 and rep["within5"] == 1.0
+        stored = store.conn.execute("SELECT device, n FROM repeatability ORDER BY device")
+        assert [tuple(r) for r in stored] == [("farm", 3), ("solo", 3)]

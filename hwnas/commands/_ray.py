@@ -30,7 +30,7 @@ def sample_on_ray(
         the exit code: 0, 1 when some architecture failed, 130 after Ctrl-C.
     """
     from hwnas.commands._common import console, err_console, print_json, progress, table
-    from hwnas.commands._trust import canary_from_args, policy_from_args
+    from hwnas.commands._trust import canary_from_args, policy_from_args, repeat_n
     from hwnas.devices import DEVICES
     from hwnas.distributed.campaign import DeviceSpec, run_campaign_ray
     from hwnas.distributed.cli import ray_address
@@ -79,6 +79,7 @@ def sample_on_ray(
             discard_artifacts=args.discard_artifacts,
             interference=policy,
             canary=canary,
+            repeat_n=repeat_n(args),
             log=log,
             progress=lambda n, status: bar.advance(n, status=status),
         )

@@ -405,6 +405,9 @@ class RayCampaign:
             (``None``: none).
         log: live messages (canary drift, re-measurements, interference waits),
             each prefixed with its device.
+        repeat_n: at the end, re-measure this many random rows per stored device
+            name on one of its devices, in a new order, and store the noise ceiling
+            (as the local ``run_campaign(repeat_n=)``).
     """
 
     def __init__(
@@ -430,6 +433,7 @@ class RayCampaign:
         interference: Any = None,
         canary: Any = None,
         log: Callable[[str], None] | None = None,
+        repeat_n: int = 0,
     ):
         if max_restarts < 0 or max_attempts < 1:
             raise ConfigError("max_restarts must be >= 0 and max_attempts >= 1")
@@ -456,6 +460,7 @@ class RayCampaign:
         self.interference = interference
         self.canary = canary
         self.log = log or (lambda _m: None)
+        self.repeat_n = int(repeat_n)
         self.cluster: Cluster | None = None
         self.workers: list[WorkerState] = []
         self._t_start = 0.0
@@ -707,6 +712,8 @@ class RayCampaign:
                     continue
                 self._guarded(w, mon.finish)
                 summary.devices[w.store_name].notes.append(f"{w.spec.device}: {mon.note()}")
+            if self.repeat_n > 0:
+                self._repeatability(summary)
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:
@@ -723,6 +730,29 @@ class RayCampaign:
         return summary
 
     # ---- trust: the guard's messages and one canary monitor per device ----------------
+
+    def _repeatability(self, summary: RayCampaignSummary) -> None:
+        """The noise ceiling per stored name, re-measured on the first live device of it."""
+        from hwnas.campaigns.repeatability import choose_rows, repeat_rows, unflagged_rows
+
+        timeout = max(900.0, 2 * self.settings.timeout_s)
+        for name, s in summary.devices.items():
+            w = next((x for x in self.workers if x.store_name == name and not x.dead), None)
+            rows = unflagged_rows(self.store, name, self.campaign)
+            if w is None or len(rows) < 2:
+                continue
+            calls = _ActorCalls(w, None, self.store, timeout, self._say)
+            try:
+                s.repeatability = repeat_rows(
+                    self.store,
+                    choose_rows(rows, self.repeat_n, self.seed + 1),
+                    calls.remeasure,
+                    device_name=name,
+                    campaign=self.campaign,
+                    log=lambda m, w=w: self._say(w, [m]),
+                )
+            except HwnasError as exc:  # e.g. fewer than 2 rows could be measured again
+                s.notes.append(f"no noise ceiling for {name}: {exc}")
 
     def _say(self, w: WorkerState, messages: Iterable[str]) -> None:
         for m in messages:
