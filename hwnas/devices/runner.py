@@ -34,7 +34,7 @@ import sys
 import time
 
 RESULT_PREFIX = "HWNAS_RESULT "
-RUNNER_VERSION = 1
+RUNNER_VERSION = 2  # 2: warm-up by detection, MSER-5 transient, stationarity check
 EXIT_FAILED = 3
 
 _ORT_LEVELS = {
