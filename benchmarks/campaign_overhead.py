@@ -21,6 +21,9 @@ Usage::
 
     .venv/bin/python benchmarks/campaign_overhead.py --n 100 --input-size 128 --modes pool,seq [--exporter torchscript]
     .venv/bin/python benchmarks/campaign_overhead.py --n 300 --input-size 128 --modes phase,seq --exporter torchscript
+
+The adaptive timing stops at ``--rel-ci`` (default: ``hwnas sample``'s 0.02); the
+RESULTS table before the new stop rule used 0.01 and the old rule.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from hwnas.campaigns import run_campaign
+from hwnas.commands.campaign import CAMPAIGN_REL_CI
 from hwnas.devices.hostinfo import cpu_model
 from hwnas.devices.isolated import IsolatedDevice
 from hwnas.export import EXPORTERS
@@ -52,7 +56,8 @@ def run_mode(mode: str, args, workdir: Path) -> tuple[object, dict[str, float]]:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     settings = MeasureSettings(
-        **{k: v for k, v in {"budget_s": args.budget, "runs": args.runs}.items() if v is not None}
+        rel_ci=args.rel_ci,
+        **{k: v for k, v in {"budget_s": args.budget, "runs": args.runs}.items() if v is not None},
     )
     done = [0]
     t0 = time.perf_counter()
@@ -106,6 +111,13 @@ def main() -> int:
     ap.add_argument(
         "--runs", type=int, default=None, help="fixed timed runs per arch (default adaptive)"
     )
+    ap.add_argument(
+        "--rel-ci",
+        type=float,
+        default=CAMPAIGN_REL_CI,
+        help=f"median precision of the adaptive timing, as `hwnas sample --rel-ci` "
+        f"(default {CAMPAIGN_REL_CI})",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--exporter",
@@ -128,8 +140,8 @@ def main() -> int:
         f"{args.exporter} exporter\n"
         f"# {cpu_model()}, {os.cpu_count()} logical cores (usable {sorted(os.sched_getaffinity(0))}), "
         f"python {platform.python_version()}, torch {torch.__version__}\n"
-        f"# timing: {'runs=' + str(args.runs) if args.runs else 'adaptive'}, budget "
-        f"{args.budget or MeasureSettings().budget_s:.0f} s/arch; load average now "
+        f"# timing: {'runs=' + str(args.runs) if args.runs else f'adaptive to +-{args.rel_ci:.1%}'}, budget "
+        f"{args.budget or MeasureSettings().budget_s:g} s/arch; load average now "
         f"{os.getloadavg()[0]:.1f} (the machine is shared)"
     )
     results = {}

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hwnas.predictors import create_predictor  # noqa: E402
-from hwnas.predictors.data import load_store, split  # noqa: E402
+from hwnas.predictors.data import dropped_note, load_store, split  # noqa: E402
 from hwnas.predictors.metrics import HEADERS, evaluate, summarize  # noqa: E402
 from hwnas.spaces import get_space  # noqa: E402
 
@@ -43,13 +43,20 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--ensemble", type=int, default=5, help="also an mlp ensemble (0: no)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument(
+        "--include-flagged",
+        action="store_true",
+        help="keep rows flagged by the interference guard or the canary (left out by default)",
+    )
     args = ap.parse_args()
     if not args.db.exists():
         print(f"not run: {args.db} does not exist; measure the architectures first with")
         print(f"  hwnas sample {args.space} -n 1000 --device {args.device} --db {args.db}")
         return 0
     space = get_space(args.space)
-    ds = load_store(args.db, space, device=args.device)
+    ds = load_store(args.db, space, device=args.device, include_flagged=args.include_flagged)
+    if note := dropped_note(ds):
+        print(note)
     need = args.train_size + args.test_size
     if len(ds) < need:
         print(

@@ -111,6 +111,13 @@ class CanaryMonitor:
             and measures one architecture again.
         artifact: the canary artifact (default: exported from the zoo).
         log: live messages (``hwnas sample`` shows the drift).
+        measure_canary: measures the canary where the device is and returns the
+            :class:`Measurement` (default: ``device.measure(artifact)`` here); a Ray
+            campaign passes a call to the device's actor.
+        series: the canary series' name in the store (default ``device_name``);
+            members of a Ray farm stored under one name each keep their own.
+        own_rows: the measurement row ids this monitor vouches for (default: every
+            row of ``device_name`` in the campaign); a drift flags only these.
     """
 
     def __init__(
@@ -127,6 +134,9 @@ class CanaryMonitor:
         log: Callable[[str], None] | None = None,
         export_options: dict[str, Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        measure_canary: Callable[[], Any] | None = None,
+        series: str | None = None,
+        own_rows: Callable[[], set[int]] | None = None,
     ):
         self.store = store
         self.conn = store.conn
@@ -140,6 +150,9 @@ class CanaryMonitor:
         self.clock = clock
         self._artifact = artifact
         self._export = export_options or {}
+        self._canary_fn = measure_canary
+        self.series = series or device_name
+        self._own_rows = own_rows
         self.baseline: float | None = None
         self.last_drift: float | None = None
         self.since = 0
@@ -150,7 +163,7 @@ class CanaryMonitor:
         self.rebased_from: float | None = None
         quality.ensure(self.conn)
         if settings.model is not None:
-            series = quality.canary_series(self.conn, device_name, campaign)
+            series = quality.canary_series(self.conn, self.series, campaign)
             if series:  # a resumed campaign keeps its (latest) baseline
                 self.baseline = float(series[-1]["baseline_ms"])
             elif settings.baseline_ms is not None:
@@ -166,10 +179,23 @@ class CanaryMonitor:
             return ""
         return f"canary {self.last_drift:+.1%}"
 
-    def _measure_canary(self) -> tuple[int, bool]:
+    def _run_canary(self) -> Any:
+        if self._canary_fn is not None:
+            return self._canary_fn()
         if self._artifact is None:
             self._artifact = canary_artifact(self.settings.model, **self._export)
-        m = self.device.measure(self._artifact, self.measure_settings)
+        return self.device.measure(self._artifact, self.measure_settings)
+
+    def _where(self) -> dict[str, Any]:
+        """Which canary series and which rows a flag concerns (see ``series``/``own_rows``)."""
+        return {
+            "device": self.series,
+            "rows_device": self.device_name,
+            "only": self._own_rows() if self._own_rows is not None else None,
+        }
+
+    def _measure_canary(self) -> tuple[int, bool]:
+        m = self._run_canary()
         med = m.median
         if self.baseline is None:
             self.baseline = med
@@ -180,7 +206,7 @@ class CanaryMonitor:
             # on a busy machine. A second canary decides; confirmed, the slower of the
             # two fast ones becomes the baseline and everything measured so far is
             # suspect (it was judged against the slow reference).
-            again = self.device.measure(self._artifact, self.measure_settings).median
+            again = self._run_canary().median
             if again / self.baseline - 1.0 < -self.settings.drift:
                 self.rebased_from, self.baseline = self.baseline, max(med, again)
                 ok = True
@@ -188,7 +214,8 @@ class CanaryMonitor:
         cid = quality.add_canary(
             self.conn,
             campaign=self.campaign,
-            device=self.device_name,
+            device=self.series,
+            rows_device=self.device_name,
             model=self.settings.model or "",
             m=m,
             baseline_ms=self.baseline,
@@ -207,14 +234,14 @@ class CanaryMonitor:
         except HwnasError as exc:  # a canary the device cannot run must not stop the campaign
             self.broken = True
             self.log(
-                f"canary {self.settings.model} failed on {self.device_name} ({exc}); "
+                f"canary {self.settings.model} failed on {self.series} ({exc}); "
                 "continuing without a canary (choose another with --canary)"
             )
             return self._remeasure_pending()
         if ok and self.rebased_from is not None:
             ids = quality.flag_upto(
                 self.conn,
-                device=self.device_name,
+                **self._where(),
                 campaign=self.campaign,
                 canary_id=cid,
                 reason=f"baseline canary {self.rebased_from:.3f} ms was slow (busy machine); "
@@ -230,7 +257,7 @@ class CanaryMonitor:
             return self._remeasure_pending()
         ids = quality.flag_since_good_canary(
             self.conn,
-            device=self.device_name,
+            **self._where(),
             campaign=self.campaign,
             canary_id=cid,
             reason=f"canary drifted {self.last_drift:+.1%} (limit {self.settings.drift:.0%})",

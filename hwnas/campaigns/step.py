@@ -354,8 +354,11 @@ def record_result(
     campaign: str | None = None,
     num_classes: int | None = None,
     exporter: str | None = None,
-) -> None:
+) -> int | None:
     """Write one result to the store: arch, artifact, metrics, then the measurement.
+
+    Returns the measurement row's id (what a canary's flags refer to), when the
+    store gives one.
 
     ``num_classes`` and ``exporter`` complete the measurement's key (they change
     the network that was timed; see :class:`hwnas.store.sqlite.MeasurementKey`).
@@ -377,7 +380,7 @@ def record_result(
         )
     outcome = result.measurement if result.measurement is not None else result.failure
     assert outcome is not None, "an ArchResult holds a measurement or a failure"
-    store.add_measurement(
+    return store.add_measurement(
         arch.id,
         outcome,
         result.input_shape,

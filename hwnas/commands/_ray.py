@@ -30,6 +30,7 @@ def sample_on_ray(
         the exit code: 0, 1 when some architecture failed, 130 after Ctrl-C.
     """
     from hwnas.commands._common import console, err_console, print_json, progress, table
+    from hwnas.commands._trust import canary_from_args, policy_from_args, repeat_n
     from hwnas.devices import DEVICES
     from hwnas.distributed.campaign import DeviceSpec, run_campaign_ray
     from hwnas.distributed.cli import ray_address
@@ -50,6 +51,8 @@ def sample_on_ray(
             )
         specs.append(spec)
     groups = len({s.store_name for s in specs})
+    policy, canary = policy_from_args(args), canary_from_args(args)  # bad values: exit 2 first
+    log = err_console.print if not args.json else (lambda _m: None)
     if getattr(args, "export_workers", 0):
         err_console.print(
             "[yellow]note:[/] --export-workers is ignored with --ray: each device's actor "
@@ -74,6 +77,10 @@ def sample_on_ray(
             exporter=args.exporter,
             retry_failed=args.retry_failed,
             discard_artifacts=args.discard_artifacts,
+            interference=policy,
+            canary=canary,
+            repeat_n=repeat_n(args),
+            log=log,
             progress=lambda n, status: bar.advance(n, status=status),
         )
     if args.json:

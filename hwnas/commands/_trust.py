@@ -40,27 +40,24 @@ def add_interference_options(p: Any) -> None:
     )
 
 
-def guard_device(args: Any, device: Any, device_name: str, threads: int, log: Any) -> Any:
-    """``device`` wrapped in the interference guard the options ask for."""
-    from hwnas.profilers.interference import (
-        GuardedDevice,
-        InterferenceGuard,
-        Policy,
-        check_policy,
-        reader_for,
-    )
+def policy_from_args(args: Any) -> Any:
+    """The :class:`~hwnas.profilers.interference.Policy` of ``--interference``/``--interference-wait``."""
+    from hwnas.profilers.interference import Policy, check_policy
 
     check_policy(args.interference)
     if args.interference_wait < 0:
         raise ConfigError(f"--interference-wait must be >= 0 seconds, got {args.interference_wait}")
+    return Policy(args.interference, wait_limit_s=args.interference_wait)
+
+
+def guard_device(args: Any, device: Any, device_name: str, threads: int, log: Any) -> Any:
+    """``device`` wrapped in the interference guard the options ask for."""
+    from hwnas.profilers import interference
+
     kwargs = {"threads": args.threads} if args.threads else {}
-    guard = InterferenceGuard(
-        Policy(args.interference, wait_limit_s=args.interference_wait),
-        threads=threads,
-        reader=reader_for(device, device_name, **kwargs),
-        log=log,
+    return interference.guard_device(
+        device, policy_from_args(args), threads=threads, device_name=device_name, log=log, **kwargs
     )
-    return GuardedDevice(device, guard)
 
 
 #: The CLI's default canary; equal to ``hwnas.campaigns.canary.DEFAULT_CANARY`` (tested),

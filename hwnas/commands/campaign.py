@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from hwnas.commands._common import (
@@ -19,6 +20,7 @@ from hwnas.commands._common import (
     open_store,
     out_file,
     print_json,
+    probability,
     progress,
     seconds,
     seed,
@@ -39,6 +41,12 @@ from hwnas.commands._trust import (
 from hwnas.errors import ConfigError
 from hwnas.export import EXPORTERS
 
+#: The median precision a campaign times each architecture to (``--rel-ci``): the
+#: predictor and the noise ceiling judge agreement at +-5% / +-10%, and a 95% CI of
+#: +-2% per median keeps two measurements of one network within +-5% unless the
+#: machine itself changed, which the interference guard and the canary catch.
+CAMPAIGN_REL_CI = 0.02
+
 
 def _space(args):
     from hwnas.spaces import get_space
@@ -57,12 +65,12 @@ def run_sample(args) -> int:
     space = _space(args)
     if args.n < 1:
         raise ConfigError(f"-n must be >= 1, got {args.n}")
+    settings = dataclasses.replace(settings_from_args(args), rel_ci=args.rel_ci)
     if getattr(args, "ray", None) is not None:  # --ray: every --device at once, on Ray
         from hwnas.commands._ray import sample_on_ray
 
-        return sample_on_ray(args, space, settings_from_args(args), _print_summary)
+        return sample_on_ray(args, space, settings, _print_summary)
     DEVICES.factory(args.device)  # an unknown device fails before anything is exported
-    settings = settings_from_args(args)
     threads = args.threads or 1
     device_kwargs = {"threads": args.threads}
     device = (
@@ -300,6 +308,15 @@ def register(sub) -> None:
         help="phase: export a batch on all cores, then time it (nothing of ours runs while "
         "timing); pinned: export on spare cores while timing; auto: pinned only with >= 2 "
         "spare cores, else phase (default auto)",
+    )
+    p.add_argument(
+        "--rel-ci",
+        type=probability,
+        default=CAMPAIGN_REL_CI,
+        metavar="F",
+        help="stop timing an architecture once the 95%% CI of its median is within F of it "
+        f"(default {CAMPAIGN_REL_CI}: two medians each known to +-2%% agree within +-5%% unless "
+        "the machine changed; `hwnas profile` keeps 0.01)",
     )
     p.add_argument(
         "--verify-export",

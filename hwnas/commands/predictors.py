@@ -60,6 +60,7 @@ def _load_dataset(args, space) -> Any:
         device=args.device,
         input_shape=args.input_shape,
         include_degenerate=args.include_degenerate,
+        include_flagged=args.include_flagged,
     )
 
 
@@ -126,11 +127,9 @@ def _interval_note(pred, coverage: float) -> str | None:
 
 
 def _dropped_note(ds) -> str:
-    if not ds.dropped:
-        return ""
-    parts = ", ".join(f"{v} {k}" for k, v in ds.dropped.items())
-    hint = " (keep them with --include-degenerate)" if "degenerate" in ds.dropped else ""
-    return f"left out: {parts}{hint}"
+    from hwnas.predictors.data import dropped_note
+
+    return dropped_note(ds)
 
 
 def _train_kernel(args, hparams: dict[str, Any]) -> int:
@@ -477,6 +476,12 @@ def _add_data_options(p, with_space_required: bool) -> None:
         "--include-degenerate",
         action="store_true",
         help="keep degenerate architectures (output cut off from input; ~0 ms on some devices)",
+    )
+    src.add_argument(
+        "--include-flagged",
+        action="store_true",
+        help="with --db: keep rows the interference guard or the canary flagged and that were "
+        "not re-measured (left out by default: they may be 2-5x too slow)",
     )
     p.add_argument(
         "--space",

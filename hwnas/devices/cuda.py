@@ -26,8 +26,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import numpy as np
-
 from hwnas.devices.base import Device
 from hwnas.devices.hostinfo import host_info, runtime_versions
 from hwnas.errors import ConfigError, DeviceError
@@ -35,7 +33,7 @@ from hwnas.export.artifact import Artifact
 from hwnas.profilers.latency import (
     Measurement,
     MeasureSettings,
-    median_ci_halfwidth,
+    adaptive_loop,
     time_callable,
 )
 
@@ -43,34 +41,9 @@ from hwnas.profilers.latency import (
 def timed_loop(
     run_once: Callable[[], float], settings: MeasureSettings
 ) -> tuple[list[float], list[float]]:
-    """:func:`~hwnas.profilers.latency.time_callable`'s rules for a ``run_once`` that
+    """:func:`~hwnas.profilers.latency.adaptive_loop`'s rules for a ``run_once`` that
     returns its own duration in ms (from CUDA events rather than the host clock)."""
-    warm: list[float] = []
-    t_start = time.perf_counter()
-    if settings.warmup is not None:
-        warm = [run_once() for _ in range(settings.warmup)]
-    else:
-        while len(warm) < 50:
-            warm.append(run_once())
-            settled = len(warm) >= 3 and abs(warm[-1] - warm[-2]) <= 0.1 * max(warm[-2], 1e-9)
-            if settled and time.perf_counter() - t_start >= 0.1:
-                break
-    if settings.runs is not None:
-        return [run_once() for _ in range(settings.runs)], warm
-    samples: list[float] = []
-    start = time.perf_counter()
-    next_check = settings.min_runs
-    while len(samples) < settings.max_runs:
-        samples.append(run_once())
-        if len(samples) >= next_check:
-            next_check = max(next_check + 1, int(len(samples) * 1.1))
-            arr = np.sort(np.asarray(samples))
-            med = float(arr[len(arr) // 2])
-            if med > 0 and median_ci_halfwidth(arr) / med <= settings.rel_ci:
-                break
-            if time.perf_counter() - start >= settings.budget_s:
-                break
-    return samples, warm
+    return adaptive_loop(run_once, settings)
 
 
 def _gpu_info(torch, index: int) -> dict:

@@ -18,8 +18,9 @@ The result is the last line of stdout that starts with ``HWNAS_RESULT``,
 followed by JSON: runtimes print their own lines, so the host looks for the
 prefix rather than trusting the whole stream. ``run`` reports every timed
 run (``samples_ms``), never only a summary. The timing loop follows
-``hwnas.profilers.latency.time_callable``: a fixed number of runs when given,
-otherwise adaptive until the 95% CI of the median is within ``rel_ci``.
+``hwnas.profilers.latency.adaptive_loop``: a fixed number of runs when given,
+otherwise adaptive until the 95% CI of the median is within ``rel_ci`` on
+stationary runs.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import sys
 import time
 
 RESULT_PREFIX = "HWNAS_RESULT "
-RUNNER_VERSION = 1
+RUNNER_VERSION = 2  # 2: warm-up by detection, MSER-5 transient, stationarity check
 EXIT_FAILED = 3
 
 _ORT_LEVELS = {
@@ -274,6 +275,51 @@ def _median_ci_halfwidth(sorted_samples: list[float], z: float = 1.96) -> float:
     return (sorted_samples[hi] - sorted_samples[lo]) / 2
 
 
+def _warmup_settled(warm: list[float], tol: float = 0.10) -> bool:
+    return len(warm) >= 2 and warm[-1] >= (1.0 - tol) * min(warm[:-1])
+
+
+def _mser_truncation(x: list[float], batch: int = 5, keep: int = 0) -> int:
+    m = len(x) // batch
+    if m < 4:
+        return 0
+    means = [sum(x[i * batch : (i + 1) * batch]) / batch for i in range(m)]
+    s1 = s2 = 0.0
+    suffix = [(0.0, 0.0)] * (m + 1)
+    for i in range(m - 1, -1, -1):
+        s1 += means[i]
+        s2 += means[i] * means[i]
+        suffix[i] = (s1, s2)
+    best, best_d = math.inf, 0
+    for d in range(0, m // 2 + 1):
+        k = m - d
+        if k * batch < keep or k < 2:
+            break
+        t1, t2 = suffix[d]
+        stat = max(0.0, t2 - t1 * t1 / k) / (k * k)
+        if stat < best:
+            best, best_d = stat, d
+    return best_d * batch
+
+
+def _stop_point(
+    samples: list[float], adaptive_warmup: bool, min_runs: int, rel_ci: float
+) -> tuple[bool, int]:
+    drop = _mser_truncation(samples, keep=min_runs) if adaptive_warmup else 0
+    kept = samples[drop:]
+    if len(kept) < min_runs:
+        return False, drop
+    arr = sorted(kept)
+    med = arr[len(arr) // 2]
+    if med <= 0 or _median_ci_halfwidth(arr) / med > rel_ci:
+        return False, drop
+    h = len(kept) // 2
+    first, second = sorted(kept[:h]), sorted(kept[h:])
+    if abs(first[len(first) // 2] - second[len(second) // 2]) > 2 * rel_ci * med:
+        return False, drop
+    return True, drop
+
+
 def time_fn(
     fn,
     warmup: int | None = None,
@@ -282,50 +328,46 @@ def time_fn(
     max_runs: int = 2000,
     budget_s: float = 10.0,
     rel_ci: float = 0.01,
+    clock=time.perf_counter_ns,
 ) -> tuple[list[float], list[float]]:
     """Time ``fn``: (timed samples in ms, warm-up samples in ms).
 
-    Same rules as ``hwnas.profilers.latency.time_callable`` (kept in step by
-    a test), restated here because this file must run without hwnas.
+    Same rules as ``hwnas.profilers.latency.adaptive_loop`` (warm-up by
+    detection, MSER-5 transient, CI of the median, stationarity; kept in step
+    run for run by a test on scripted times), restated here because this file
+    must run without hwnas.
     """
-    clock = time.perf_counter_ns
-    warm: list[float] = []
-    if warmup is not None:
-        for _ in range(warmup):
-            t0 = clock()
-            fn()
-            warm.append((clock() - t0) / 1e6)
-    else:
-        start = clock()
-        while len(warm) < 50:
-            t0 = clock()
-            fn()
-            warm.append((clock() - t0) / 1e6)
-            settled = len(warm) >= 3 and abs(warm[-1] - warm[-2]) <= 0.1 * max(warm[-2], 1e-9)
-            if settled and (clock() - start) / 1e9 >= 0.1:
-                break
-    samples: list[float] = []
-    if runs is not None:
-        for _ in range(runs):
-            t0 = clock()
-            fn()
-            samples.append((clock() - t0) / 1e6)
-        return samples, warm
-    start = clock()
-    next_check = min_runs
-    while len(samples) < max_runs:
+
+    def run_once() -> float:
         t0 = clock()
         fn()
-        samples.append((clock() - t0) / 1e6)
+        return (clock() - t0) / 1e6
+
+    warm: list[float] = []
+    if warmup is not None:
+        warm = [run_once() for _ in range(warmup)]
+    else:
+        while len(warm) < 50:
+            warm.append(run_once())
+            if _warmup_settled(warm):
+                break
+    if runs is not None:
+        return [run_once() for _ in range(runs)], warm
+    samples: list[float] = []
+    spent = 0.0
+    drop = 0
+    next_check = min_runs
+    while len(samples) < max_runs:
+        samples.append(run_once())
+        spent += samples[-1]
         if len(samples) >= next_check:
             next_check = max(next_check + 1, int(len(samples) * 1.1))
-            arr = sorted(samples)
-            med = arr[len(arr) // 2]
-            if med > 0 and _median_ci_halfwidth(arr) / med <= rel_ci:
+            stop, drop = _stop_point(samples, warmup is None, min_runs, rel_ci)
+            if stop or spent / 1e3 >= budget_s:
                 break
-            if (clock() - start) / 1e9 >= budget_s:
-                break
-    return samples, warm
+    else:
+        _, drop = _stop_point(samples, warmup is None, min_runs, rel_ci)
+    return samples[drop:], warm + samples[:drop]
 
 
 def run(args: argparse.Namespace) -> dict:

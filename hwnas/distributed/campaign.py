@@ -24,6 +24,15 @@ through the same N at once:
   worker ``max_attempts`` times is recorded as a ``crash`` failure instead of
   taking the farm down. An actor out of restarts leaves its group's work to
   the group's other devices (or to a re-run).
+* **Trust, per device**: with an interference ``Policy`` each actor wraps its
+  device in the local campaign's guard (read on the far side of an adb/ssh
+  transport), so every row records what the machine was doing; with
+  ``CanarySettings`` the driver keeps one
+  :class:`~hwnas.campaigns.canary.CanaryMonitor` per actor, which measures the
+  reference model on that actor's device, flags that device's rows on a drift
+  or a busy record, and re-measures them there once the canary is back. The
+  driver waits for a device's canary check (seconds, every K architectures)
+  after handing the other devices their next architecture.
 * **Resumable**: what is skipped is decided exactly as in the local path
   (``Store.has_measurement`` per device name and input shape), so re-running
   the same command after the driver died measures only what is not stored.
@@ -36,7 +45,7 @@ import contextlib
 import os
 import socket
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,8 +62,8 @@ from hwnas.campaigns.runner import (
 )
 from hwnas.campaigns.step import ArchResult, record_result
 from hwnas.distributed.cluster import Cluster, connect, device_resource, ray_module, remote_error
-from hwnas.errors import ConfigError, DeviceError
-from hwnas.profilers.latency import MeasurementFailure, MeasureSettings
+from hwnas.errors import ConfigError, DeviceError, HwnasError
+from hwnas.profilers.latency import Measurement, MeasurementFailure, MeasureSettings
 from hwnas.spaces.base import SearchSpace
 
 #: Called after every architecture: (how many to advance the bar, status text).
@@ -146,6 +155,9 @@ class DeviceWorker:
 
     Made into a Ray actor by :class:`RayCampaign` (this module imports no ray).
     Every call is the campaign's own step function; nothing here writes a store.
+    With an interference ``policy`` the device is wrapped in the local campaign's
+    guard; its messages ("waiting for a quiet machine") travel back with each
+    call's answer for the driver to show.
     """
 
     def __init__(
@@ -154,6 +166,7 @@ class DeviceWorker:
         space: SearchSpace,
         settings: MeasureSettings,
         options: dict[str, Any],
+        policy: Any = None,
     ):
         from hwnas.devices import create_device
         from hwnas.devices.isolated import IsolatedDevice
@@ -168,13 +181,33 @@ class DeviceWorker:
             if spec.isolate
             else create_device(spec.device, **kwargs)
         )
+        self.messages: list[str] = []
+        if policy is not None:
+            from hwnas.profilers.interference import guard_device
+
+            self.device = guard_device(
+                self.device,
+                policy,
+                threads=spec.threads,
+                device_name=spec.device,
+                log=self.messages.append,
+                **kwargs,
+            )
+        self._canary: Any = None
+
+    def _drain(self) -> list[str]:
+        out, self.messages[:] = list(self.messages), []
+        return out
 
     def ready(self) -> dict[str, Any]:
         """Where the actor runs (its pid changes when Ray restarts it)."""
         return {"pid": os.getpid(), "host": socket.gethostname()}
 
-    def measure(self, arch: Arch, discard_artifact: bool = False) -> tuple[ArchResult, float, int]:
-        """(result, seconds spent here, pid): the step of :func:`hwnas.campaigns.measure_arch`."""
+    def measure(
+        self, arch: Arch, discard_artifact: bool = False
+    ) -> tuple[ArchResult, float, int, list[str]]:
+        """(result, seconds spent here, pid, guard messages): the step of
+        :func:`hwnas.campaigns.measure_arch`."""
         from hwnas.campaigns.step import measure_arch
 
         t0 = time.perf_counter()
@@ -182,7 +215,41 @@ class DeviceWorker:
         if discard_artifact and result.artifact is not None:
             with contextlib.suppress(OSError):  # the export cache is this node's
                 os.unlink(result.artifact.path)
-        return result, time.perf_counter() - t0, os.getpid()
+        return result, time.perf_counter() - t0, os.getpid(), self._drain()
+
+    def canary(self, model: str) -> tuple[Measurement | None, str | None, list[str]]:
+        """Measure the reference model here: (measurement or None, error text, messages).
+
+        The canary is exported on this node (its export cache) once per actor.
+        """
+        from hwnas.campaigns.canary import canary_artifact
+
+        try:
+            if self._canary is None:
+                self._canary = canary_artifact(
+                    model,
+                    cache_dir=self.options.get("cache_dir"),
+                    exporter=self.options.get("exporter", "dynamo"),
+                )
+            return self.device.measure(self._canary, self.settings), None, self._drain()
+        except HwnasError as exc:
+            return None, str(exc).strip().splitlines()[0], self._drain()
+
+    def remeasure(self, arch: Arch) -> tuple[Measurement | None, list[str]]:
+        """Measure a flagged architecture again (its export is a cache hit): (measurement
+        or None when it cannot be measured now, messages)."""
+        from hwnas.campaigns.step import prepare_arch
+
+        prepared = prepare_arch(self.space, arch, **{**self.options, "check": False})
+        if prepared.artifact is None:
+            return None, self._drain()
+        try:
+            return self.device.measure(prepared.artifact, self.settings), self._drain()
+        except HwnasError as exc:
+            msg = (
+                f"re-measuring {arch.id} failed ({str(exc).strip().splitlines()[0]}); left flagged"
+            )
+            return None, [*self._drain(), msg]
 
     def close(self) -> None:
         self.device.close()
@@ -330,6 +397,17 @@ class RayCampaign:
         max_attempts: times an architecture may be in flight on a lost worker
             before it is recorded as a ``crash`` failure.
         start_timeout_s: time for every actor to be placed and create its device.
+        interference: a :class:`~hwnas.profilers.interference.Policy`: each actor
+            measures under the interference guard (``None``: no guard, as a local
+            ``run_campaign`` with an unguarded device).
+        canary: :class:`~hwnas.campaigns.canary.CanarySettings`: a reference canary
+            per device, flags and re-measurements as in the local campaign
+            (``None``: none).
+        log: live messages (canary drift, re-measurements, interference waits),
+            each prefixed with its device.
+        repeat_n: at the end, re-measure this many random rows per stored device
+            name on one of its devices, in a new order, and store the noise ceiling
+            (as the local ``run_campaign(repeat_n=)``).
     """
 
     def __init__(
@@ -352,6 +430,10 @@ class RayCampaign:
         max_restarts: int = 3,
         max_attempts: int = 3,
         start_timeout_s: float = 300.0,
+        interference: Any = None,
+        canary: Any = None,
+        log: Callable[[str], None] | None = None,
+        repeat_n: int = 0,
     ):
         if max_restarts < 0 or max_attempts < 1:
             raise ConfigError("max_restarts must be >= 0 and max_attempts >= 1")
@@ -375,6 +457,10 @@ class RayCampaign:
         self.max_restarts = max_restarts
         self.max_attempts = max_attempts
         self.start_timeout_s = start_timeout_s
+        self.interference = interference
+        self.canary = canary
+        self.log = log or (lambda _m: None)
+        self.repeat_n = int(repeat_n)
         self.cluster: Cluster | None = None
         self.workers: list[WorkerState] = []
         self._t_start = 0.0
@@ -403,7 +489,7 @@ class RayCampaign:
                 num_cpus=spec.cpus,
                 max_restarts=self.max_restarts,
                 max_task_retries=0,  # a lost task is requeued by the driver, not re-run blindly
-            ).remote(spec, self.space, self.settings, self.options)
+            ).remote(spec, self.space, self.settings, self.options, self.interference)
             self.workers.append(WorkerState(spec=spec, handle=handle))
         refs = {w.handle.ready.remote(): w for w in self.workers}
         done, pending = ray.wait(list(refs), num_returns=len(refs), timeout=self.start_timeout_s)
@@ -504,6 +590,8 @@ class RayCampaign:
         recorded_device: set[str] = set()
         attempts: dict[tuple[str, str], int] = {}
         owner: dict[Any, WorkerState] = {}
+        rows: dict[int, set[int]] = {id(w): set() for w in self.workers}
+        monitors = self._monitors(rows)
 
         def submit(w: WorkerState) -> None:
             q = queues[w.store_name]
@@ -521,10 +609,16 @@ class RayCampaign:
                 assert result.measurement is not None
                 self.store.add_device(w.store_name, result.measurement.environment)
                 recorded_device.add(w.store_name)
-            record_result(self.store, result, device_name=w.store_name, campaign=self.campaign)
+            mid = record_result(
+                self.store, result, device_name=w.store_name, campaign=self.campaign
+            )
+            if mid is not None:
+                rows[id(w)].add(int(mid))
             s.timings["store"] += time.perf_counter() - t
             _account(s, result)
-            tick(1, f"{w.store_name}: {_status(result)}")
+            mon = monitors.get(id(w))
+            extra = f", {mon.status()}" if mon is not None and mon.status() else ""
+            tick(1, f"{w.store_name}: {_status(result)}{extra}")
 
         def lost(w: WorkerState, arch: Arch, exc: BaseException) -> None:
             key = (w.store_name, arch.id)
@@ -561,6 +655,10 @@ class RayCampaign:
             owner[w.probe] = w
 
         try:
+            for w in self.workers:  # a first canary, and what an earlier run left flagged
+                mon = monitors.get(id(w))
+                if mon is not None and (queues[w.store_name] or mon.has_pending()):
+                    self._guarded(w, mon.start)
             for w in self.workers:
                 submit(w)
             while owner:
@@ -582,7 +680,7 @@ class RayCampaign:
                         continue
                     arch, t_submit = w.in_flight.pop(ref)
                     try:
-                        result, busy_s, pid = ray.get(ref)
+                        result, busy_s, pid, messages = ray.get(ref)
                     except ray.exceptions.ActorDiedError as exc:
                         # out of restarts (or its node is gone): its group carries on without it
                         w.dead, w.death = True, str(exc).strip().splitlines()[0]
@@ -597,10 +695,25 @@ class RayCampaign:
                         summary.task_s.append(busy_s)
                         w.pid = pid
                         w.processed += 1
+                        self._say(w, messages)
                         record(w, result)
+                        mon = monitors.get(id(w))
+                        if mon is not None and result.ok:
+                            for x in self.workers:  # the others measure while this one checks
+                                if x is not w:
+                                    submit(x)
+                            self._guarded(w, lambda m=mon, r=result: m.after_arch(r.measurement))
                     for x in self.workers:  # a requeued arch may go to any free device of its group
                         if x.store_name == w.store_name:
                             submit(x)
+            for w in self.workers:  # a closing canary per device, then what is left flagged
+                mon = monitors.get(id(w))
+                if mon is None or w.dead:
+                    continue
+                self._guarded(w, mon.finish)
+                summary.devices[w.store_name].notes.append(f"{w.spec.device}: {mon.note()}")
+            if self.repeat_n > 0:
+                self._repeatability(summary)
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:
@@ -615,6 +728,118 @@ class RayCampaign:
                     "that name is alive; run the same command again once it is back"
                 )
         return summary
+
+    # ---- trust: the guard's messages and one canary monitor per device ----------------
+
+    def _repeatability(self, summary: RayCampaignSummary) -> None:
+        """The noise ceiling per stored name, re-measured on the first live device of it."""
+        from hwnas.campaigns.repeatability import choose_rows, repeat_rows, unflagged_rows
+
+        timeout = max(900.0, 2 * self.settings.timeout_s)
+        for name, s in summary.devices.items():
+            w = next((x for x in self.workers if x.store_name == name and not x.dead), None)
+            rows = unflagged_rows(self.store, name, self.campaign)
+            if w is None or len(rows) < 2:
+                continue
+            calls = _ActorCalls(w, None, self.store, timeout, self._say)
+            try:
+                s.repeatability = repeat_rows(
+                    self.store,
+                    choose_rows(rows, self.repeat_n, self.seed + 1),
+                    calls.remeasure,
+                    device_name=name,
+                    campaign=self.campaign,
+                    log=lambda m, w=w: self._say(w, [m]),
+                )
+            except HwnasError as exc:  # e.g. fewer than 2 rows could be measured again
+                s.notes.append(f"no noise ceiling for {name}: {exc}")
+
+    def _say(self, w: WorkerState, messages: Iterable[str]) -> None:
+        for m in messages:
+            self.log(f"{w.spec.device}: {m}")
+
+    def _guarded(self, w: WorkerState, fn: Callable[[], Any]) -> None:
+        """Run a canary step; a device that cannot answer must not stop the campaign."""
+        try:
+            fn()
+        except HwnasError as exc:
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            self.log(
+                f"{w.spec.device}: canary check stopped ({text}); its flagged rows stay "
+                "flagged (re-run the command to re-measure them)"
+            )
+
+    def _monitors(self, rows: dict[int, set[int]]) -> dict[int, Any]:
+        """One :class:`~hwnas.campaigns.canary.CanaryMonitor` per actor (none without a canary).
+
+        Devices that share a stored name (a farm) each keep a canary series of
+        their own (``NAME@RESOURCE``: two phones differ) and a drift flags only
+        the rows that device measured; the rows flagged are re-measured by
+        whichever device of the name checks next.
+        """
+        if self.canary is None:
+            return {}
+        from hwnas.campaigns.canary import CanaryMonitor
+
+        sizes = Counter(w.store_name for w in self.workers)
+        timeout = max(900.0, 2 * self.settings.timeout_s)
+        out: dict[int, Any] = {}
+        for w in self.workers:
+            shared = sizes[w.store_name] > 1
+            calls = _ActorCalls(w, self.canary.model, self.store, timeout, self._say)
+            own = rows[id(w)]
+            out[id(w)] = CanaryMonitor(
+                self.store,
+                None,
+                self.canary,
+                device_name=w.store_name,
+                campaign=self.campaign,
+                measure_settings=self.settings,
+                remeasure=calls.remeasure,
+                log=lambda m, w=w: self._say(w, [m]),
+                measure_canary=calls.canary,
+                series=f"{w.store_name}@{w.spec.ray_resource}" if shared else None,
+                own_rows=(lambda own=own: own) if shared else None,
+            )
+        return out
+
+
+class _ActorCalls:
+    """A canary monitor's hands on one device actor: blocking calls with a time limit."""
+
+    def __init__(
+        self,
+        w: WorkerState,
+        model: str | None,
+        store: Any,
+        timeout_s: float,
+        say: Callable[[WorkerState, Iterable[str]], None],
+    ):
+        self.w, self.model, self.store, self.timeout_s, self.say = w, model, store, timeout_s, say
+
+    def _get(self, ref: Any) -> Any:
+        ray = ray_module()
+        try:
+            return ray.get(ref, timeout=self.timeout_s)
+        except (ray.exceptions.RayError, TimeoutError) as exc:
+            raise DeviceError(
+                f"the actor of {self.w.spec.device} did not answer ({type(exc).__name__})"
+            ) from None
+
+    def canary(self) -> Measurement:
+        m, err, messages = self._get(self.w.handle.canary.remote(self.model))
+        self.say(self.w, messages)
+        if m is None:
+            raise DeviceError(err or "the canary could not be measured")
+        return m
+
+    def remeasure(self, arch_id: str) -> Measurement | None:
+        try:
+            m, messages = self._get(self.w.handle.remeasure.remote(self.store.arch(arch_id)))
+        except DeviceError:
+            return None  # stays flagged; the next check tries again
+        self.say(self.w, messages)
+        return m
 
 
 def _label(space: SearchSpace, arch: Arch) -> str:

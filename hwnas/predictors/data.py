@@ -14,6 +14,12 @@ cells whose output is cut off from the input) are dropped by default: some
 runtimes fold such a network to a constant and time it at ~0 ms, a point
 that says nothing about the cost of the ops and would dominate relative
 errors. Pass ``include_degenerate=True`` to keep them.
+
+Rows of a store that the interference guard or the reference canary flagged
+and that were not re-measured since are left out too (``include_flagged=True``
+keeps them): a median taken while the machine was busy can be 2-5x too slow,
+and a predictor trained on it learns the interference, not the network.
+:func:`dropped_note` says what was left out, for printing beside the figures.
 """
 
 from __future__ import annotations
@@ -161,10 +167,15 @@ def load_store(
     device: str | None = None,
     input_shape: str | None = None,
     include_degenerate: bool = False,
+    include_flagged: bool = False,
 ) -> Dataset:
     """Measurements of ``space`` on ``device`` from an hwnas store.
 
     Repeated measurements of one architecture are merged by their median.
+    Rows still flagged by the interference guard or the canary (see
+    :mod:`hwnas.store.quality`) are left out unless ``include_flagged``;
+    ``Dataset.dropped`` counts them per reason (rows, not architectures: an
+    architecture measured twice keeps its clean row).
 
     Raises:
         ConfigError: no such file, no measurements, or several devices / input
@@ -176,16 +187,33 @@ def load_store(
     if not Path(path).exists():
         raise ConfigError(f"no such database: {path}; give the --db file a campaign wrote")
     # repeats of one experiment (dup_of) are merged into its median below
-    rows = Store(path, readonly=True).measurements(
-        device=device, space=sp.name, include_duplicates=True
-    )
+    store = Store(path, readonly=True)
+    rows = store.measurements(device=device, space=sp.name, include_duplicates=True)
     if input_shape is not None:
         rows = [r for r in rows if r["input_shape"] == input_shape]
+    n_flagged: dict[str, int] = {}
+    if not include_flagged:
+        from hwnas.store.quality import pending_kinds
+
+        flags = pending_kinds(store.conn)
+        for r in rows:
+            kind = flags.get(int(r["id"]))
+            if kind is not None:
+                key = FLAG_REASONS.get(kind, f"rows flagged ({kind})")
+                n_flagged[key] = n_flagged.get(key, 0) + 1
+        if n_flagged:
+            rows = [r for r in rows if int(r["id"]) not in flags]
     if not rows:
         raise ConfigError(
             f"{path} has no successful measurements of space '{sp.name}'"
             + (f" on device '{device}'" if device else "")
             + (f" at input shape {input_shape}" if input_shape else "")
+            + (
+                f" that are not flagged ({sum(n_flagged.values())} flagged rows left out; "
+                "keep them with --include-flagged)"
+                if n_flagged
+                else ""
+            )
             + "; run `hwnas sample` first or check --device/--space"
         )
     devices = sorted({r["device"] for r in rows})
@@ -222,8 +250,33 @@ def load_store(
         y_ms=np.asarray(ys, dtype=np.float64)[keep],
         flops=np.asarray(fl, dtype=np.float64)[keep],
         source=str(path),
-        dropped={"degenerate": n_deg} if n_deg else {},
+        dropped={**n_flagged, **({"degenerate": n_deg} if n_deg else {})},
     )
+
+
+#: ``Dataset.dropped`` keys of flagged rows, by flag kind (see :mod:`hwnas.store.quality`).
+FLAG_REASONS = {
+    "canary": "rows flagged by the canary",
+    "interference": "rows flagged by the interference guard",
+}
+
+
+def dropped_note(ds: Dataset) -> str:
+    """One line saying what :func:`load_store` / :func:`load_table` left out and how to keep it.
+
+    E.g. ``left out 12 rows flagged by the canary; --include-flagged to keep them``.
+    """
+    parts, hints = [], []
+    for k, v in ds.dropped.items():
+        parts.append(f"{v} {k}")
+        if k == "degenerate":
+            hints.append("--include-degenerate")
+        elif k.startswith("rows flagged") and "--include-flagged" not in hints:
+            hints.append("--include-flagged")
+    if not parts:
+        return ""
+    hint = f"; {' / '.join(hints)} to keep them" if hints else ""
+    return f"left out {', '.join(parts)}{hint}"
 
 
 def split(ds: Dataset, train_size: int, seed: int = 0) -> tuple[Dataset, Dataset]:
@@ -377,6 +430,7 @@ __all__ = [
     "Dataset",
     "calibrate_dataset",
     "default_encoding",
+    "dropped_note",
     "fit_predictor",
     "load_store",
     "load_table",

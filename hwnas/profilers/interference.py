@@ -549,3 +549,24 @@ def reader_for(device: Any, device_name: str = "", **device_kwargs: Any) -> Call
 
         transport = getattr(create_device(name, **device_kwargs), "transport", None)
     return transport_snapshot(transport) if transport is not None else local_snapshot
+
+
+def guard_device(
+    device: Any,
+    policy: Policy,
+    *,
+    threads: int = 1,
+    device_name: str = "",
+    log: Callable[[str], None] | None = None,
+    **device_kwargs: Any,
+) -> GuardedDevice:
+    """``device`` under an :class:`InterferenceGuard` reading where it runs (here, or the
+    far side of its adb/ssh transport): the one recipe of ``hwnas sample``, ``profile``,
+    ``repeatability`` and the Ray campaign's device actors."""
+    guard = InterferenceGuard(
+        policy,
+        threads=threads,
+        reader=reader_for(device, device_name, **device_kwargs),
+        log=log,
+    )
+    return GuardedDevice(device, guard)

@@ -88,8 +88,16 @@ def add_canary(
     baseline_ms: float,
     drift: float,
     ok: bool,
+    rows_device: str | None = None,
 ) -> int:
-    """Store one canary measurement (one commit; the row exists whole or not at all)."""
+    """Store one canary measurement (one commit; the row exists whole or not at all).
+
+    Args:
+        device: the series the canary belongs to (the stored device name; one
+            member of a Ray farm sharing that name has a series of its own).
+        rows_device: the device name of the measurement rows it vouches for
+            (default ``device``).
+    """
     ensure(conn)
     with conn:
         cur = conn.execute(
@@ -103,7 +111,7 @@ def add_canary(
                 baseline_ms,
                 drift,
                 int(ok),
-                last_measurement_id(conn, device, campaign),
+                last_measurement_id(conn, rows_device or device, campaign),
                 json.dumps(list(m.samples_ms)),
                 json.dumps(m.environment, default=str),
                 _now(),
@@ -152,10 +160,26 @@ def flag(
     return len(measurement_ids)
 
 
+def _owned(ids: list[int], only: set[int] | None) -> list[int]:
+    return ids if only is None else [i for i in ids if i in only]
+
+
 def flag_since_good_canary(
-    conn: sqlite3.Connection, *, device: str, campaign: str, canary_id: int, reason: str
+    conn: sqlite3.Connection,
+    *,
+    device: str,
+    campaign: str,
+    canary_id: int,
+    reason: str,
+    rows_device: str | None = None,
+    only: set[int] | None = None,
 ) -> list[int]:
-    """Flag the rows measured after the last good canary up to the drifted ``canary_id``."""
+    """Flag the rows measured after the last good canary up to the drifted ``canary_id``.
+
+    ``device`` names the canary series, ``rows_device`` (default ``device``) the
+    measurement rows; ``only`` restricts the flags to these row ids (the rows one
+    member of a device farm measured, when several share a stored name).
+    """
     row = conn.execute("SELECT last_measurement_id FROM canary WHERE id=?", (canary_id,)).fetchone()
     upto = int(row[0])
     good = conn.execute(
@@ -168,26 +192,36 @@ def flag_since_good_canary(
         for r in conn.execute(
             "SELECT id FROM measurements WHERE device=? AND campaign=? AND status='ok' "
             "AND id>? AND id<=? ORDER BY id",
-            (device, campaign, since, upto),
+            (rows_device or device, campaign, since, upto),
         )
     ]
+    ids = _owned(ids, only)
     flag(conn, ids, "canary", reason, canary_id)
     return ids
 
 
 def flag_upto(
-    conn: sqlite3.Connection, *, device: str, campaign: str, canary_id: int, reason: str
+    conn: sqlite3.Connection,
+    *,
+    device: str,
+    campaign: str,
+    canary_id: int,
+    reason: str,
+    rows_device: str | None = None,
+    only: set[int] | None = None,
 ) -> list[int]:
-    """Flag every ok row of the campaign measured before ``canary_id`` (a re-based baseline)."""
+    """Flag every ok row of the campaign measured before ``canary_id`` (a re-based baseline);
+    ``rows_device`` and ``only`` as in :func:`flag_since_good_canary`."""
     row = conn.execute("SELECT last_measurement_id FROM canary WHERE id=?", (canary_id,)).fetchone()
     ids = [
         int(r[0])
         for r in conn.execute(
             "SELECT id FROM measurements WHERE device=? AND campaign=? AND status='ok' AND id<=? "
             "ORDER BY id",
-            (device, campaign, int(row[0])),
+            (rows_device or device, campaign, int(row[0])),
         )
     ]
+    ids = _owned(ids, only)
     flag(conn, ids, "canary", reason, canary_id)
     return ids
 
@@ -244,6 +278,22 @@ def flag_states(conn: sqlite3.Connection) -> dict[int, str]:
         return {}
     return {
         int(r[0]): r[1] for r in conn.execute("SELECT measurement_id, state FROM measurement_flags")
+    }
+
+
+def pending_kinds(conn: sqlite3.Connection) -> dict[int, str]:
+    """measurement id -> flag kind (``canary``/``interference``) of rows still flagged.
+
+    Read-only, like :func:`flag_states`: the readers of training data
+    (:func:`hwnas.predictors.data.load_store`) leave these rows out by default.
+    """
+    if not has_tables(conn):
+        return {}
+    return {
+        int(r[0]): str(r[1])
+        for r in conn.execute(
+            "SELECT measurement_id, kind FROM measurement_flags WHERE state='pending'"
+        )
     }
 
 
