@@ -47,6 +47,15 @@ def _quiet() -> contextlib.AbstractContextManager[None]:
     return quiet("torch.onnx", "torch.export", "onnxscript")
 
 
+def torch_output(module: torch.nn.Module, example: torch.Tensor) -> np.ndarray:
+    """The module's (first) output on ``example``: what every exported file must reproduce."""
+    with torch.no_grad():
+        want = module(example)
+    if isinstance(want, tuple | list):
+        want = want[0]
+    return want.detach().numpy()
+
+
 def check_parity(
     module: torch.nn.Module,
     path: str | Path,
@@ -69,11 +78,7 @@ def check_parity(
     so.log_severity_level = 3
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     got = sess.run(None, {sess.get_inputs()[0].name: example.numpy()})[0]
-    with torch.no_grad():
-        want = module(example)
-    if isinstance(want, tuple | list):
-        want = want[0]
-    want = want.detach().numpy()
+    want = torch_output(module, example)
     if got.shape != want.shape:
         raise ExportError(
             f"exported ONNX output has shape {got.shape}, torch gives {want.shape}; "

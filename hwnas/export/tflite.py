@@ -27,7 +27,7 @@ import numpy as np
 from hwnas.errors import ConfigError, ExportError, require
 from hwnas.export.artifact import Artifact, sha256_file
 from hwnas.export.atomic import clean_partials, quiet, written_atomically
-from hwnas.export.onnx_export import default_cache_dir, module_fingerprint
+from hwnas.export.onnx_export import default_cache_dir, module_fingerprint, torch_output
 
 QUANTIZE_CHOICES = (None, "dynamic-int8")
 
@@ -104,14 +104,8 @@ def check_tflite_parity(
     Raises:
         ExportError: shapes differ or the error is beyond the tolerance.
     """
-    import torch
-
     got = run_tflite(path, [example.numpy()])[0]
-    with torch.no_grad():
-        want = module(example)
-    if isinstance(want, tuple | list):
-        want = want[0]
-    want = want.detach().numpy()
+    want = torch_output(module, example)
     if got.shape != want.shape:
         raise ExportError(
             f"the .tflite output has shape {got.shape}, torch gives {want.shape}; "
