@@ -547,14 +547,11 @@ class AdbDevice(Device):
         samples = [p.inference.central_us / 1000.0 for p in runs]  # type: ignore[union-attr]
         kind = "median" if runs[-1].inference.median_us is not None else "mean"  # type: ignore[union-attr]
         env = {**info, "before": before, "after": after}
-        return Measurement(
-            samples_ms=tuple(samples),
-            device=self.name,
-            label=art.label,
-            artifact_sha256=art.sha256,
-            settings=settings.to_dict(),
+        return self._measurement(
+            art,
+            settings,
+            samples,
             environment=env,
-            warmup_ms=(),
             extra={
                 "summary_only": True,
                 "sample_kind": (

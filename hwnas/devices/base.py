@@ -10,6 +10,7 @@ few lines. In-process runtimes (``cpu-ort``, ``cpu-torch``) skip the transport.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 
 from hwnas.errors import ConfigError
 from hwnas.export.artifact import Artifact
@@ -52,6 +53,29 @@ class Device(ABC):
         from dataclasses import replace
 
         return replace(settings or MeasureSettings(), threads=self.threads)
+
+    def _measurement(
+        self,
+        artifact: Artifact,
+        settings: MeasureSettings,
+        samples: Iterable[float],
+        warmup: Iterable[float] = (),
+        environment: dict | None = None,
+        extra: dict | None = None,
+    ) -> Measurement:
+        """The record of one :meth:`measure`: samples and warm-up runs with what
+        produced them (this device, the artifact, the settings, ``environment``
+        or else :meth:`info`), so every device files its raw samples the same way."""
+        return Measurement(
+            samples_ms=tuple(samples),
+            device=self.name,
+            label=artifact.label,
+            artifact_sha256=artifact.sha256,
+            settings=settings.to_dict(),
+            environment=self.info() if environment is None else environment,
+            warmup_ms=tuple(warmup),
+            extra={} if extra is None else extra,
+        )
 
     def close(self) -> None:
         """Release sessions, connections, pushed files."""

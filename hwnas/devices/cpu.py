@@ -115,14 +115,11 @@ class OrtCpuDevice(Device):
             samples, warm = time_callable(lambda: sess.run(None, feed), settings)
         except Exception as exc:
             raise DeviceError(f"ONNX Runtime failed running {artifact.label}: {exc}") from exc
-        return Measurement(
-            samples_ms=tuple(samples),
-            device=self.name,
-            label=artifact.label,
-            artifact_sha256=artifact.sha256,
-            settings=settings.to_dict(),
-            environment=self.info(),
-            warmup_ms=tuple(warm),
+        return self._measurement(
+            artifact,
+            settings,
+            samples,
+            warmup=warm,
             extra={"init_ms": init_ms},
         )
 
@@ -165,12 +162,9 @@ class TorchCpuDevice(Device):
                 samples, warm = time_callable(lambda: module(x), settings)
         finally:
             torch.set_num_threads(previous)
-        return Measurement(
-            samples_ms=tuple(samples),
-            device=self.name,
-            label=artifact.label,
-            artifact_sha256=artifact.sha256,
-            settings=settings.to_dict(),
-            environment=self.info(),
-            warmup_ms=tuple(warm),
+        return self._measurement(
+            artifact,
+            settings,
+            samples,
+            warmup=warm,
         )

@@ -141,14 +141,11 @@ class CudaTorchDevice(Device):
                 f"{artifact.label} does not fit in GPU memory on {self.name}; use a smaller "
                 "input or float16"
             ) from exc
-        return Measurement(
-            samples_ms=tuple(samples),
-            device=self.name,
-            label=artifact.label,
-            artifact_sha256=artifact.sha256,
-            settings=settings.to_dict(),
-            environment=self.info(),
-            warmup_ms=tuple(warm),
+        return self._measurement(
+            artifact,
+            settings,
+            samples,
+            warmup=warm,
             extra={"max_memory_allocated_mb": torch.cuda.max_memory_allocated(dev) / (1 << 20)},
         )
 
@@ -247,13 +244,10 @@ class CudaOrtDevice(Device):
             raise DeviceError(
                 f"ONNX Runtime (CUDA) failed running {artifact.label}: {exc}"
             ) from exc
-        return Measurement(
-            samples_ms=tuple(samples),
-            device=self.name,
-            label=artifact.label,
-            artifact_sha256=artifact.sha256,
-            settings=settings.to_dict(),
-            environment=self.info(),
-            warmup_ms=tuple(warm),
+        return self._measurement(
+            artifact,
+            settings,
+            samples,
+            warmup=warm,
             extra={"init_ms": init_ms},
         )

@@ -78,14 +78,12 @@ class LiteRTCpuDevice(Device):
             raise DeviceError(f"LiteRT failed running {art.label}: {exc}") from exc
         env = self.info()
         env["xnnpack_delegated"] = rinfo.get("xnnpack_delegated")
-        return Measurement(
-            samples_ms=tuple(samples),
-            device=self.name,
-            label=art.label,
-            artifact_sha256=art.sha256,
-            settings=settings.to_dict(),
+        return self._measurement(
+            art,
+            settings,
+            samples,
+            warmup=warm,
             environment=env,
-            warmup_ms=tuple(warm),
             extra={
                 "init_ms": init_ms,
                 "ops": rinfo.get("ops"),

@@ -245,14 +245,12 @@ class RunnerDevice(Device):
         env = self.info()
         host = result.get("host") or {}
         env["cpu_cur_khz"] = host.get("cpu_cur_khz", env.get("cpu_cur_khz"))
-        return Measurement(
-            samples_ms=tuple(result["samples_ms"]),
-            device=self.name,
-            label=art.label,
-            artifact_sha256=art.sha256,
-            settings=settings.to_dict(),
+        return self._measurement(
+            art,
+            settings,
+            result["samples_ms"],
+            warmup=result.get("warmup_ms") or (),
             environment=env,
-            warmup_ms=tuple(result.get("warmup_ms") or ()),
             extra={
                 "init_ms": result.get("init_ms"),
                 "runtime": result.get("runtime"),

@@ -264,18 +264,14 @@ class LocalTransport(Transport):
     ) -> CommandResult:
         argv = [str(a) for a in argv]
         t0 = time.perf_counter()
-        try:
-            with open(stdin_path, "rb") if stdin_path else _devnull() as stdin:
-                proc = subprocess.run(
-                    argv, stdin=stdin, capture_output=True, timeout=timeout, check=False
-                )
-        except subprocess.TimeoutExpired as exc:
-            raise TransportTimeout(
-                f"{shlex.join(argv)[:200]} did not finish within {timeout:.0f} s; "
-                "raise the timeout or check that the model runs at all"
-            ) from exc
-        except FileNotFoundError as exc:
-            raise DeviceError(f"cannot run {argv[0]}: not found; install it or fix PATH") from exc
+        proc = _run_client(
+            argv,
+            timeout,
+            stdin_path,
+            timed_out=f"{shlex.join(argv)[:200]} did not finish within {timeout:.0f} s; "
+            "raise the timeout or check that the model runs at all",
+            not_found=f"cannot run {argv[0]}: not found; install it or fix PATH",
+        )
         return CommandResult(
             shlex.join(argv),
             proc.returncode,
@@ -307,6 +303,30 @@ def _devnull():
     return open(os.devnull, "rb")
 
 
+def _run_client(
+    argv: list[str],
+    timeout: float,
+    stdin_path: str | Path | None,
+    timed_out: str,
+    not_found: str,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a local program (the command itself, or the client that reaches the device).
+
+    Its stdin is ``stdin_path`` or nothing (never the caller's terminal); a
+    timeout becomes :class:`TransportTimeout` saying ``timed_out``, a missing
+    program a :class:`DeviceError` saying ``not_found``.
+    """
+    try:
+        with open(stdin_path, "rb") if stdin_path else _devnull() as stdin:
+            return subprocess.run(
+                argv, stdin=stdin, capture_output=True, timeout=timeout, check=False
+            )
+    except subprocess.TimeoutExpired as exc:
+        raise TransportTimeout(timed_out) from exc
+    except FileNotFoundError as exc:
+        raise DeviceError(not_found) from exc
+
+
 class RemoteShellTransport(Transport):
     """A device reached by a client that hands one command string to a remote shell."""
 
@@ -333,20 +353,14 @@ class RemoteShellTransport(Transport):
         wrapped = f"{remote_command}\nprintf '\\n{RC_MARKER}%s\\n' \"$?\""
         argv = self._client_argv(wrapped)
         t0 = time.perf_counter()
-        try:
-            with open(stdin_path, "rb") if stdin_path else _devnull() as stdin:
-                proc = subprocess.run(
-                    argv, stdin=stdin, capture_output=True, timeout=timeout, check=False
-                )
-        except subprocess.TimeoutExpired as exc:
-            raise TransportTimeout(
-                f"{remote_command[:200]} on {self.where} did not finish within {timeout:.0f} s; "
-                "raise the timeout (MeasureSettings.timeout_s) or check the device"
-            ) from exc
-        except FileNotFoundError as exc:
-            raise DeviceError(
-                f"cannot run {argv[0]}: not found on this machine; install it or fix PATH"
-            ) from exc
+        proc = _run_client(
+            argv,
+            timeout,
+            stdin_path,
+            timed_out=f"{remote_command[:200]} on {self.where} did not finish within "
+            f"{timeout:.0f} s; raise the timeout (MeasureSettings.timeout_s) or check the device",
+            not_found=f"cannot run {argv[0]}: not found on this machine; install it or fix PATH",
+        )
         out, err = _decode(proc.stdout), _decode(proc.stderr)
         if self.normalize_crlf:
             out = out.replace("\r\n", "\n")

@@ -11,10 +11,16 @@ next process that uses the cache deletes the ones whose writer is gone.
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import os
 import tempfile
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
+
+from hwnas.errors import ExportError
 
 #: Prefix of temporary export files: ``.partial-PID-XXXX.onnx``.
 PARTIAL_PREFIX = ".partial-"
@@ -84,3 +90,55 @@ def publish(tmp: str | Path, path: str | Path) -> None:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+@contextlib.contextmanager
+def written_atomically(
+    folder: Path,
+    suffix: str,
+    path: Path,
+    failure: str,
+    advice: str,
+    passthrough: tuple[type[BaseException], ...] = (ExportError,),
+) -> Iterator[str]:
+    """Yield a temporary file in ``folder`` to write; on success publish it as ``path``.
+
+    Every exporter writes this way, so a crash mid-export never leaves a
+    truncated file that a later run would take from the cache. An exception
+    other than ``passthrough`` becomes an :class:`ExportError` that reads
+    ``"{failure} (Type: first line of the message); {advice}"``.
+    """
+    tmp = temp_path(folder, suffix)
+    try:
+        yield tmp
+        publish(tmp, path)
+    except passthrough:
+        raise
+    except Exception as exc:
+        raise ExportError(
+            f"{failure} "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
+            f"{advice}"
+        ) from exc
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def quiet(*logger_names: str) -> Iterator[None]:
+    """Silence an exporter: these loggers above ERROR, warnings, and stdout.
+
+    Exporters print progress lines and warnings a campaign does not want.
+    """
+    loggers = [logging.getLogger(n) for n in logger_names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, lvl in zip(loggers, levels, strict=True):
+            lg.setLevel(lvl)

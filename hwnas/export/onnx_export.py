@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
-import logging
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +13,7 @@ import torch
 from hwnas.errors import ExportError
 from hwnas.export import EXPORTERS
 from hwnas.export.artifact import Artifact, sha256_file
-from hwnas.export.atomic import clean_partials, publish, temp_path
+from hwnas.export.atomic import clean_partials, quiet, written_atomically
 
 DEFAULT_OPSET = 18
 
@@ -45,20 +42,18 @@ def module_fingerprint(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-@contextlib.contextmanager
-def _quiet():
+def _quiet() -> contextlib.AbstractContextManager[None]:
     """The exporter prints progress lines and warnings a campaign does not want."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnxscript")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, lvl in zip(loggers, levels, strict=True):
-            lg.setLevel(lvl)
+    return quiet("torch.onnx", "torch.export", "onnxscript")
+
+
+def torch_output(module: torch.nn.Module, example: torch.Tensor) -> np.ndarray:
+    """The module's (first) output on ``example``: what every exported file must reproduce."""
+    with torch.no_grad():
+        want = module(example)
+    if isinstance(want, tuple | list):
+        want = want[0]
+    return want.detach().numpy()
 
 
 def check_parity(
@@ -83,11 +78,7 @@ def check_parity(
     so.log_severity_level = 3
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     got = sess.run(None, {sess.get_inputs()[0].name: example.numpy()})[0]
-    with torch.no_grad():
-        want = module(example)
-    if isinstance(want, tuple | list):
-        want = want[0]
-    want = want.detach().numpy()
+    want = torch_output(module, example)
     if got.shape != want.shape:
         raise ExportError(
             f"exported ONNX output has shape {got.shape}, torch gives {want.shape}; "
@@ -163,8 +154,13 @@ def to_onnx(
     if not path.exists():
         # Export into a temporary file and rename: a crash mid-export never
         # leaves a truncated file that a later run would take from the cache.
-        tmp = temp_path(cache, ".onnx")
-        try:
+        with written_atomically(
+            cache,
+            ".onnx",
+            path,
+            f"torch.onnx.export failed for {label or type(module).__name__}",
+            "simplify the model (no data-dependent control flow) or report it",
+        ) as tmp:
             with _quiet():
                 torch.onnx.export(
                     module,
@@ -179,18 +175,6 @@ def to_onnx(
                 )
             if check:
                 check_parity(module, tmp, example)
-            publish(tmp, path)
-        except ExportError:
-            raise
-        except Exception as exc:
-            raise ExportError(
-                f"torch.onnx.export failed for {label or type(module).__name__} "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
-                "simplify the model (no data-dependent control flow) or report it"
-            ) from exc
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
     return Artifact(
         path=str(path),
         format="onnx",

@@ -19,18 +19,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
-import logging
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from hwnas.errors import ConfigError, ExportError, require
 from hwnas.export.artifact import Artifact, sha256_file
-from hwnas.export.atomic import clean_partials, publish, temp_path
-from hwnas.export.onnx_export import default_cache_dir, module_fingerprint
+from hwnas.export.atomic import clean_partials, quiet, written_atomically
+from hwnas.export.onnx_export import default_cache_dir, module_fingerprint, torch_output
 
 QUANTIZE_CHOICES = (None, "dynamic-int8")
 
@@ -60,19 +57,10 @@ def _quiet():
     """litert-torch prints a progress tree and torch.export warnings for every model."""
     old = os.environ.get("LITERT_TORCH_SHOW_PROGRESS")
     os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
-    loggers = [
-        logging.getLogger(n) for n in ("torch.export", "torch._export", "absl", "litert_torch")
-    ]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
+        with quiet("torch.export", "torch._export", "absl", "litert_torch"):
             yield
     finally:
-        for lg, lvl in zip(loggers, levels, strict=True):
-            lg.setLevel(lvl)
         if old is None:
             os.environ.pop("LITERT_TORCH_SHOW_PROGRESS", None)
         else:
@@ -116,14 +104,8 @@ def check_tflite_parity(
     Raises:
         ExportError: shapes differ or the error is beyond the tolerance.
     """
-    import torch
-
     got = run_tflite(path, [example.numpy()])[0]
-    with torch.no_grad():
-        want = module(example)
-    if isinstance(want, tuple | list):
-        want = want[0]
-    want = want.detach().numpy()
+    want = torch_output(module, example)
     if got.shape != want.shape:
         raise ExportError(
             f"the .tflite output has shape {got.shape}, torch gives {want.shape}; "
@@ -223,28 +205,20 @@ def to_tflite(
         fp32 = None
         if quantize is not None:
             fp32 = to_tflite(module, shape, label=label, cache_dir=cache, check=check, seed=seed)
-        tmp = temp_path(cache, ".tflite")
-        try:
+        with written_atomically(
+            cache,
+            ".tflite",
+            path,
+            f"TFLite export failed for {label or type(module).__name__}",
+            "simplify the model (no data-dependent control flow), or measure it as ONNX",
+            passthrough=(ExportError, ImportError),
+        ) as tmp:
             if fp32 is None:
                 _convert_fp32(module, example, tmp)
             else:
                 _quantize_dynamic_int8(Path(fp32.path), tmp)
             if check:
                 check_tflite_parity(module, tmp, example, quantize)
-            publish(tmp, path)
-        except ExportError:
-            raise
-        except ImportError:
-            raise
-        except Exception as exc:
-            raise ExportError(
-                f"TFLite export failed for {label or type(module).__name__} "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
-                "simplify the model (no data-dependent control flow), or measure it as ONNX"
-            ) from exc
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
     return Artifact(
         path=str(path),
         format="tflite",

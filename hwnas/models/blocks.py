@@ -104,7 +104,26 @@ def _se(
     return SqueezeExcite(channels, rd, act=act, gate=gate)
 
 
-class InvertedResidual(nn.Module):
+class _Block(nn.Module):
+    """What every searchable block records: its widths, its stride, and whether
+    the identity residual fits (stride 1, same width, and the block asked for it).
+
+    Spaces and the slimmable network read ``use_residual`` from outside, so it is
+    decided once here rather than in each block.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, skip: bool):
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.stride = stride
+        self.use_residual = skip and stride == 1 and in_channels == out_channels
+
+    def _add_residual(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x + y if self.use_residual else y
+
+
+class InvertedResidual(_Block):
     """MobileNetV2 / MnasNet MBConv: 1x1 expand -> kxk depthwise -> [SE] -> 1x1 linear project.
 
     ``exp_channels`` may be given explicitly (channel-search spaces choose the
@@ -132,14 +151,10 @@ class InvertedResidual(nn.Module):
         se_gate: ActFactory = nn.Sigmoid,
         se_channels: int | None = None,
     ):
-        super().__init__()
+        super().__init__(in_channels, out_channels, stride, skip)
         if exp_channels is None:
             exp_channels = int(round(in_channels * expand_ratio))
-        self.in_channels = in_channels
-        self.out_channels = out_channels
         self.exp_channels = exp_channels
-        self.stride = stride
-        self.use_residual = skip and stride == 1 and in_channels == out_channels
         has_expand = not (expand_ratio == 1 and exp_channels == in_channels)
         self.conv_pw = (
             ConvBNAct(in_channels, exp_channels, 1, act=act) if has_expand else nn.Identity()
@@ -152,10 +167,10 @@ class InvertedResidual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv_pwl(self.se(self.conv_dw(self.conv_pw(x))))
-        return x + y if self.use_residual else y
+        return self._add_residual(x, y)
 
 
-class DepthwiseSeparable(nn.Module):
+class DepthwiseSeparable(_Block):
     """kxk depthwise -> [SE] -> 1x1 linear project (MnasNet's "SepConv" op)."""
 
     def __init__(
@@ -168,11 +183,7 @@ class DepthwiseSeparable(nn.Module):
         act: ActFactory = nn.ReLU,
         skip: bool = True,
     ):
-        super().__init__()
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.stride = stride
-        self.use_residual = skip and stride == 1 and in_channels == out_channels
+        super().__init__(in_channels, out_channels, stride, skip)
         self.conv_dw = ConvBNAct(
             in_channels, in_channels, kernel_size, stride, groups=in_channels, act=act
         )
@@ -181,10 +192,10 @@ class DepthwiseSeparable(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv_pw(self.se(self.conv_dw(x)))
-        return x + y if self.use_residual else y
+        return self._add_residual(x, y)
 
 
-class ConvBlock(nn.Module):
+class ConvBlock(_Block):
     """A regular kxk conv -> BN -> act -> [SE] with an optional identity residual.
 
     MnasNet's space offers a plain convolution as one of its ops; wrapping it
@@ -201,17 +212,13 @@ class ConvBlock(nn.Module):
         act: ActFactory = nn.ReLU,
         skip: bool = True,
     ):
-        super().__init__()
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.stride = stride
-        self.use_residual = skip and stride == 1 and in_channels == out_channels
+        super().__init__(in_channels, out_channels, stride, skip)
         self.conv = ConvBNAct(in_channels, out_channels, kernel_size, stride, act=act)
         self.se = _se(out_channels, in_channels, se_ratio, nn.ReLU)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.se(self.conv(x))
-        return x + y if self.use_residual else y
+        return self._add_residual(x, y)
 
 
 class ClassifierHead(nn.Module):

@@ -13,6 +13,10 @@ global pooling, linear classifier), with a smaller channel count and depth
 as settings so the supernet trains in minutes on a CPU. As in DARTS'
 search, batch normalisation inside the mixed operations has no affine
 parameters: a learned scale would let an operation's weight hide in its BN.
+The ops, the cell's edge order and the skeleton are the space's own
+(:func:`~hwnas.spaces.nb201.make_op`, :func:`~hwnas.spaces.nb201.cell_forward`,
+:func:`~hwnas.spaces.nb201.skeleton`), so a derived cell is the network the
+space builds.
 """
 
 from __future__ import annotations
@@ -24,32 +28,14 @@ from torch import nn
 
 from hwnas.arch import Arch
 from hwnas.errors import ConfigError
-from hwnas.spaces.nb201 import EDGES, OPS, ResNetBasicBlock, Zero
-
-
-class _ReLUConvBN(nn.Sequential):
-    """NAS-Bench-201's ``nor_conv`` (ReLU -> conv -> BN) with a non-affine BN, for search."""
-
-    def __init__(self, channels: int, kernel: int):
-        super().__init__(
-            nn.ReLU(),
-            nn.Conv2d(channels, channels, kernel, padding=kernel // 2, bias=False),
-            nn.BatchNorm2d(channels, affine=False),
-        )
+from hwnas.spaces.nb201 import EDGES, OPS, cell_forward, make_op, skeleton
 
 
 def _search_op(name: str, channels: int) -> nn.Module:
-    if name == "none":
-        return Zero()
-    if name == "skip_connect":
-        return nn.Identity()
-    if name == "nor_conv_1x1":
-        return _ReLUConvBN(channels, 1)
-    if name == "nor_conv_3x3":
-        return _ReLUConvBN(channels, 3)
-    if name == "avg_pool_3x3":
-        return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
-    raise ConfigError(f"unknown NAS-Bench-201 op {name!r}; valid ops: {', '.join(OPS)}")
+    """A candidate op of a mixed edge: the space's op with a non-affine BN."""
+    if name not in OPS:
+        raise ConfigError(f"unknown NAS-Bench-201 op {name!r}; valid ops: {', '.join(OPS)}")
+    return make_op(name, channels, affine=False)
 
 
 class MixedOp(nn.Module):
@@ -74,15 +60,7 @@ class SearchCell(nn.Module):
         self.edges = nn.ModuleList(MixedOp(channels, ops) for _ in EDGES)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        nodes = [x]
-        k = 0
-        for node in (1, 2, 3):
-            acc = self.edges[k](nodes[0], weights[k])
-            for j in range(1, node):
-                acc = acc + self.edges[k + j](nodes[j], weights[k + j])
-            nodes.append(acc)
-            k += node
-        return nodes[3]
+        return cell_forward(x, lambda k, t: self.edges[k](t, weights[k]))
 
 
 class DartsSupernet(nn.Module):
@@ -113,16 +91,7 @@ class DartsSupernet(nn.Module):
                 f"the supernet needs channels >= 1 and cells >= 1 per stage, got {channels}, {cells}"
             )
         self.op_names = tuple(ops)
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels)
-        )
-        layers: list[nn.Module] = []
-        c = channels
-        for stage in range(3):
-            if stage > 0:
-                layers.append(ResNetBasicBlock(c, c * 2, 2))
-                c *= 2
-            layers.extend(SearchCell(c, ops) for _ in range(cells))
+        self.stem, layers, c = skeleton(channels, cells, lambda ch: SearchCell(ch, ops))
         self.layers = nn.ModuleList(layers)
         self.lastact = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU())
         self.classifier = nn.Linear(c, num_classes)

@@ -39,6 +39,15 @@ class SearchSpace(ABC):
     input_size: int = 224
     num_classes: int = 1000
 
+    def _require_input_size(self, downsampling: int = 32) -> None:
+        """Refuse an input smaller than the network's total downsampling: the
+        last stages would run on less than one pixel."""
+        if self.input_size < downsampling:
+            raise SpaceError(
+                f"{self.name} input_size {self.input_size} is below {downsampling}: the network "
+                f"downsamples {downsampling}x; use {downsampling} or more (224, 128 and 96 are usual)"
+            )
+
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
         """NCHW input shape with batch 1."""

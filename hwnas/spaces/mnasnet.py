@@ -166,11 +166,7 @@ class MnasNetSpace(SearchSpace):
         dropout: float = 0.2,
     ):
         super().__init__(input_size=input_size, num_classes=num_classes)
-        if self.input_size < 32:
-            raise SpaceError(
-                f"mnasnet input_size {self.input_size} is below 32: the network downsamples 32x; "
-                "use 32 or more (224, 128 and 96 are usual)"
-            )
+        self._require_input_size(32)
         self.dropout = float(dropout)
 
     def decisions(self) -> list[int]:

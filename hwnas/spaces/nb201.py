@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import random
 import re
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -129,13 +130,16 @@ def _parse_string(text: str) -> tuple[int, ...]:
 
 
 class ReLUConvBN(nn.Sequential):
-    """ReLU -> Conv (no bias) -> BN: the benchmark's ``nor_conv`` op and reduction convs."""
+    """ReLU -> Conv (no bias) -> BN: the benchmark's ``nor_conv`` op and reduction convs.
 
-    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int):
+    ``affine=False`` is the DARTS search variant (see :mod:`hwnas.searchers.supernet`).
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, affine: bool = True):
         super().__init__(
             nn.ReLU(),
             nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False),
-            nn.BatchNorm2d(c_out),
+            nn.BatchNorm2d(c_out, affine=affine),
         )
 
 
@@ -147,18 +151,43 @@ class Zero(nn.Module):
         return x.mul(0.0)
 
 
-def _make_op(name: str, channels: int) -> nn.Module:
+def make_op(name: str, channels: int, affine: bool = True) -> nn.Module:
+    """One of :data:`OPS` as a module; the one definition the space and the supernet share.
+
+    Args:
+        affine: whether the convolutions' batch norms learn a scale and shift
+            (the benchmark's networks do; DARTS' search cells do not).
+    """
     if name == "none":
         return Zero()
     if name == "skip_connect":
         return nn.Identity()
     if name == "nor_conv_1x1":
-        return ReLUConvBN(channels, channels, 1, 1)
+        return ReLUConvBN(channels, channels, 1, 1, affine)
     if name == "nor_conv_3x3":
-        return ReLUConvBN(channels, channels, 3, 1)
+        return ReLUConvBN(channels, channels, 3, 1, affine)
     if name == "avg_pool_3x3":
         return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
     raise SpaceError(f"unknown NAS-Bench-201 op {name!r}; valid ops: {', '.join(OPS)}")
+
+
+def cell_forward(
+    x: torch.Tensor, edge: Callable[[int, torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """Run the 4-node cell DAG: node ``i`` is the sum over its :data:`EDGES` ``j -> i``
+    of ``edge(k, node_j)``, ``k`` the edge's position; the output is node 3.
+
+    Edges are summed in :data:`EDGES` order, so the sum is the same float for float
+    wherever the cell is evaluated (discrete cell or DARTS mixture).
+    """
+    nodes = [x]
+    for k, (to, src) in enumerate(EDGES):
+        y = edge(k, nodes[src])
+        if to == len(nodes):
+            nodes.append(y)
+        else:
+            nodes[to] = nodes[to] + y
+    return nodes[-1]
 
 
 class NB201Cell(nn.Module):
@@ -166,18 +195,10 @@ class NB201Cell(nn.Module):
 
     def __init__(self, ops: tuple[str, ...], channels: int):
         super().__init__()
-        self.edges = nn.ModuleList(_make_op(op, channels) for op in ops)
+        self.edges = nn.ModuleList(make_op(op, channels) for op in ops)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        nodes = [x]
-        k = 0
-        for node in (1, 2, 3):
-            acc = self.edges[k](nodes[0])
-            for j in range(1, node):
-                acc = acc + self.edges[k + j](nodes[j])
-            nodes.append(acc)
-            k += node
-        return nodes[3]
+        return cell_forward(x, lambda k, t: self.edges[k](t))
 
 
 class ResNetBasicBlock(nn.Module):
@@ -196,6 +217,26 @@ class ResNetBasicBlock(nn.Module):
         return self.conv_b(self.conv_a(x)) + self.downsample(x)
 
 
+def skeleton(
+    channels: int, cells: int, make_cell: Callable[[int], nn.Module]
+) -> tuple[nn.Module, list[nn.Module], int]:
+    """The benchmark's macro skeleton up to the head: (stem, layers, final channels).
+
+    ``layers`` is three stages of ``cells`` cells made by ``make_cell(channels)``,
+    joined by :class:`ResNetBasicBlock` reductions that double the width. The
+    space's network and the DARTS supernet both take their body from here.
+    """
+    stem = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels))
+    layers: list[nn.Module] = []
+    c = channels
+    for stage in range(3):
+        if stage > 0:
+            layers.append(ResNetBasicBlock(c, c * 2, 2))
+            c *= 2
+        layers.extend(make_cell(c) for _ in range(cells))
+    return stem, layers, c
+
+
 class NB201Network(nn.Module):
     """The NAS-Bench-201 macro skeleton around one cell (N=5 cells per stage, C=16)."""
 
@@ -203,16 +244,7 @@ class NB201Network(nn.Module):
         self, ops: tuple[str, ...], num_classes: int = 10, channels: int = 16, cells: int = 5
     ):
         super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels)
-        )
-        layers: list[nn.Module] = []
-        c = channels
-        for stage in range(3):
-            if stage > 0:
-                layers.append(ResNetBasicBlock(c, c * 2, 2))
-                c *= 2
-            layers.extend(NB201Cell(ops, c) for _ in range(cells))
+        self.stem, layers, c = skeleton(channels, cells, lambda ch: NB201Cell(ops, ch))
         self.cells = nn.Sequential(*layers)
         self.lastact = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU())
         self.classifier = nn.Linear(c, num_classes)
