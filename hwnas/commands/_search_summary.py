@@ -15,6 +15,9 @@ from rich.table import Table
 
 from hwnas.commands._common import fmt
 
+#: Characters of an architecture string shown without --wide (the other columns need the rest).
+ARCH_WIDTH = 60
+
 
 def latency_kind(source: str | None) -> str:
     """``measured`` / ``measured (cached)`` / ``predicted`` / ``looked up`` from a term's source."""
@@ -64,15 +67,16 @@ def reward_line(objective: Any, algo: str) -> str:
         text = "accuracy alone" + (f"; {targets} decides feasibility only" if targets else "")
     if algo == "naswot":
         return (
-            "decided by: the highest NASWOT score among feasible networks (the search's "
-            f"reward, {text}, is recorded but not used for the pick)"
+            "decided by: the highest NASWOT score among feasible networks"
+            + (f" ({targets})" if targets else "")
+            + "; the reward column is recorded, not used for the pick"
         )
     return f"decided by: reward {text}"
 
 
 def _arch_column(t: Table, wide: bool) -> None:
     t.add_column("architecture", justify="left", overflow="fold" if wide else "ellipsis",
-                 no_wrap=not wide)  # fmt: skip
+                 no_wrap=not wide, max_width=None if wide else ARCH_WIDTH)  # fmt: skip
 
 
 def records_table(
@@ -130,11 +134,13 @@ def naswot_tables(final: dict, history: Any, objective: Any, wide: bool) -> list
         ("step", final.get("step")),
         ("architecture", final.get("arch")),
         ("NASWOT score", final.get("naswot_score")),
-        (
-            f"{getattr(objective.accuracy, 'name', 'accuracy')} "
-            + ("accuracy %" if acc_unit == "%" else "score"),
-            terms.get("accuracy"),
-        ),
+    ]
+    name = getattr(objective.accuracy, "name", "accuracy")
+    if name != "naswot":  # the pick's accuracy from the objective's own term
+        rows.append(
+            (f"{name} " + ("accuracy %" if acc_unit == "%" else "score"), terms.get("accuracy"))
+        )
+    rows += [
         ("latency ms", terms.get("latency_ms")),
         ("latency from", latency_kind((terms.get("sources") or {}).get("latency"))),
         ("memory MiB", _mib(terms.get("memory_bytes"))),

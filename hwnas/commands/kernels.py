@@ -29,6 +29,28 @@ def _types(text: str | None) -> tuple[str, ...] | None:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
+#: Calibration networks per sampled kernel by default: a network costs about four
+#: kernels (a longer timing budget and a larger export), so this keeps them near a
+#: quarter of a campaign; 8 is the fewest an interval can be calibrated on.
+KERNELS_PER_NETWORK = 12
+MIN_NETWORKS, MAX_NETWORKS = 8, 40
+
+
+def default_networks(n: int) -> int:
+    """Calibration networks for ``-n N`` kernels: N/12, within 8..40 (0 when N is 0)."""
+    if n <= 0:
+        return 0
+    return max(MIN_NETWORKS, min(MAX_NETWORKS, -(-n // KERNELS_PER_NETWORK)))
+
+
+def _rough_minutes(args, settings, net_settings) -> str:
+    """A plan line's estimate: timing budgets plus ~1 s per kernel export and ~3 s per
+    network export (step counts and budgets, not a measured figure)."""
+    kernels = args.n + args.adaptive * args.rounds
+    s = kernels * (settings.budget_s + 1.0) + args.networks * (net_settings.budget_s + 3.0)
+    return f"{max(1, round(s / 60))} min" if s >= 60 else f"{max(1, round(s))} s"
+
+
 def run_sample(args) -> int:
     from hwnas.predictors.kernels.campaign import (
         KERNEL_SETTINGS,
@@ -38,6 +60,8 @@ def run_sample(args) -> int:
     )
     from hwnas.store import Store
 
+    if args.networks is None:
+        args.networks = default_networks(args.n)
     if args.n < 0 or args.networks < 0 or args.adaptive < 0 or args.rounds < 0:
         raise ConfigError("-n, --networks, --adaptive and --rounds must be >= 0")
     if args.budget is not None and args.budget <= 0:
@@ -51,6 +75,14 @@ def run_sample(args) -> int:
         settings = replace(settings, budget_s=args.budget)
         net_settings = replace(net_settings, budget_s=max(args.budget, net_settings.budget_s))
     total = args.n + args.networks + args.adaptive * args.rounds
+    if not args.json:
+        err_console.print(
+            f"sample-kernels: {args.n} kernels (~{settings.budget_s:g} s of timed runs each), "
+            f"{args.networks} calibration networks (~{net_settings.budget_s:g} s each) and "
+            f"{args.adaptive * args.rounds} adaptive kernels on {args.device}, each exported "
+            f"first: roughly {_rough_minutes(args, settings, net_settings)} here; stored "
+            f"as measured in {args.db} (re-run to resume)"
+        )
     store = Store(args.db)
     try:
         with progress(total, f"kernels on {args.device}", enabled=not args.json) as bar:
@@ -288,8 +320,9 @@ def register(sub) -> None:
     p.add_argument(
         "--networks",
         type=nonneg_int,
-        default=40,
-        help="random calibration networks measured whole (default 40; 0 = no calibration)",
+        default=None,
+        help="random calibration networks measured whole (default: one per 12 kernels of -n, "
+        "at least 8 (what an interval needs) and at most 40; 0 = no calibration)",
     )
     p.add_argument(
         "--adaptive",

@@ -27,6 +27,7 @@ from hwnas.commands._common import (
     seed,
 )
 from hwnas.commands._search_summary import (
+    ARCH_WIDTH,
     accuracy_label,
     final_tables,
     records_table,
@@ -457,7 +458,7 @@ def run(args) -> int:
             records_table(f"Pareto front ({len(front)})", front[:20], acc, verified, args.wide)
         )
     longest = max((len(r.arch_str) for r in history.records), default=0)
-    if not args.wide and longest > console.width - 100:  # the other columns take ~100
+    if not args.wide and longest > ARCH_WIDTH:
         err_console.print(
             "architectures shortened: --wide prints them in full (--out DIR: history.csv has them)"
         )
