@@ -196,22 +196,25 @@ def memnas_tables(final: dict, history: Any, objective: Any, wide: bool) -> list
         f"{final.get('memory_weights')}, grow {final.get('grow')})",
         header_style="bold",
     )
-    for c in ("round", "candidates", "grow/trim", "evaluated", "Kendall tau"):
+    for c in ("round", "candidates (grow/trim)", "evaluated", "tau"):
         t.add_column(c, justify="right")
     _arch_column(t, wide)
-    for c in ("move", "reward", "accuracy", "params MiB", "peak act. MiB", "feasible"):
+    t.add_column("move", justify="left", overflow="fold" if wide else "ellipsis", no_wrap=not wide)
+    for c in ("reward", "accuracy", "params MiB", "peak MiB", "feasible"):
         t.add_column(c, justify="right")
     init = final.get("initial") or {}
-    t.add_row("0", "-", "-", "1", "-", fmt(init.get("arch")), "base", "-", fmt(init.get("accuracy")),
+    t.add_row("0", "-", "1", "-", fmt(init.get("arch")), "base", "-", fmt(init.get("accuracy")),
               _mib(init.get("param_bytes")), _mib(init.get("peak_activation_bytes")), "-")  # fmt: skip
     for r in final.get("rounds") or []:
+        move = str(r.get("move") or "-")
         t.add_row(
-            fmt(r.get("round")), fmt(r.get("candidates")), f"{r.get('grow')}/{r.get('trim')}",
+            fmt(r.get("round")), f"{r.get('candidates')} ({r.get('grow')}/{r.get('trim')})",
             fmt(r.get("evaluated")), fmt(r.get("kendall_tau")), fmt(r.get("chosen")),
-            fmt(r.get("move")), fmt(r.get("reward")), fmt(r.get("accuracy")),
+            move if wide else move.split(":")[0], fmt(r.get("reward")), fmt(r.get("accuracy")),
             _mib(r.get("param_bytes")), _mib(r.get("peak_activation_bytes")),
             "yes" if r.get("feasible") else "no",
         )  # fmt: skip
+    t.caption = "tau: Kendall's tau of the controller's ranking against the realised rewards"
     return [t]
 
 

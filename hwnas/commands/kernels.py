@@ -29,26 +29,33 @@ def _types(text: str | None) -> tuple[str, ...] | None:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
-#: Calibration networks per sampled kernel by default: a network costs about four
-#: kernels (a longer timing budget and a larger export), so this keeps them near a
-#: quarter of a campaign; 8 is the fewest an interval can be calibrated on.
+#: Calibration networks per sampled kernel by default: a network costs several kernels
+#: (a longer timing budget, at least 10 runs of a whole network, a larger export), so
+#: this keeps them a minor share of a campaign, however small -n is. An interval needs
+#: 8 of them (-n 96 or more, or --networks 8).
 KERNELS_PER_NETWORK = 12
-MIN_NETWORKS, MAX_NETWORKS = 8, 40
+MAX_NETWORKS = 40
 
 
 def default_networks(n: int) -> int:
-    """Calibration networks for ``-n N`` kernels: N/12, within 8..40 (0 when N is 0)."""
+    """Calibration networks for ``-n N`` kernels: one per 12, at most 40 (0 when N is 0)."""
     if n <= 0:
         return 0
-    return max(MIN_NETWORKS, min(MAX_NETWORKS, -(-n // KERNELS_PER_NETWORK)))
+    return min(MAX_NETWORKS, -(-n // KERNELS_PER_NETWORK))
 
 
-def _rough_minutes(args, settings, net_settings) -> str:
-    """A plan line's estimate: timing budgets plus ~1 s per kernel export and ~3 s per
-    network export (step counts and budgets, not a measured figure)."""
+def _rough_time(args, settings, net_settings) -> str:
+    """A plan line's range from step counts and budgets (not a measured figure): each
+    kernel its budget plus 1-3 s of export; each network its budget plus 3 s, up to a
+    minute for a large random network (at least 10 timed runs of it)."""
     kernels = args.n + args.adaptive * args.rounds
-    s = kernels * (settings.budget_s + 1.0) + args.networks * (net_settings.budget_s + 3.0)
-    return f"{max(1, round(s / 60))} min" if s >= 60 else f"{max(1, round(s))} s"
+    lo = kernels * (settings.budget_s + 1.0) + args.networks * (net_settings.budget_s + 3.0)
+    hi = kernels * (settings.budget_s + 3.0) + args.networks * 60.0
+
+    def words(s: float) -> str:
+        return f"{max(1, round(s / 60))} min" if s >= 60 else f"{max(1, round(s))} s"
+
+    return f"{words(lo)} to {words(hi)}"
 
 
 def run_sample(args) -> int:
@@ -78,10 +85,10 @@ def run_sample(args) -> int:
     if not args.json:
         err_console.print(
             f"sample-kernels: {args.n} kernels (~{settings.budget_s:g} s of timed runs each), "
-            f"{args.networks} calibration networks (~{net_settings.budget_s:g} s each) and "
-            f"{args.adaptive * args.rounds} adaptive kernels on {args.device}, each exported "
-            f"first: roughly {_rough_minutes(args, settings, net_settings)} here; stored "
-            f"as measured in {args.db} (re-run to resume)"
+            f"{args.networks} calibration networks (~{net_settings.budget_s:g} s each, longer "
+            f"for a slow one) and up to {args.adaptive * args.rounds} adaptive kernels on "
+            f"{args.device}, each exported first: roughly {_rough_time(args, settings, net_settings)}"
+            f" on a 2-core CPU; stored as measured in {args.db} (re-run to resume)"
         )
     store = Store(args.db)
     try:
@@ -105,6 +112,7 @@ def run_sample(args) -> int:
                 isolate=args.isolate,
                 on_progress=tick,
             )
+            bar.finish()  # adaptive rounds skipped (too little data) end the bar at N/N
     finally:
         store.close()
     result = {
@@ -126,11 +134,11 @@ def run_sample(args) -> int:
             ["kernel type", "measured now"],
             sorted(summary.by_type.items()),
         )
-        t.caption = (
+        console.print(t)
+        console.print(
             f"{summary.measured} kernels + {summary.networks_measured} calibration networks measured, "
             f"{summary.skipped} already in {args.db}, {summary.failed} failed, {summary.seconds:.0f} s"
         )
-        console.print(t)
         for f in summary.failures[:10]:
             err_console.print(f"[yellow]failed:[/] {f}")
         console.print(
@@ -322,7 +330,7 @@ def register(sub) -> None:
         type=nonneg_int,
         default=None,
         help="random calibration networks measured whole (default: one per 12 kernels of -n, "
-        "at least 8 (what an interval needs) and at most 40; 0 = no calibration)",
+        "at most 40; an interval needs 8; 0 = no calibration)",
     )
     p.add_argument(
         "--adaptive",
