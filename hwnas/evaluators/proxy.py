@@ -139,7 +139,8 @@ def train_and_evaluate(
 # From CPU profiles (process time, one thread) of one epoch on the digits at 32x32, not
 # wall-clock timing: what a plan line can say before the first candidate has trained.
 _PER_BATCH_NOTE = (
-    "roughly 0.05-0.5 s per batch here depending on the network (the bar shows the real rate)"
+    "roughly 0.1-1.2 s per batch on one thread depending on the network (the bar shows the "
+    "real rate)"
 )
 
 
