@@ -14,6 +14,7 @@ import pytest
 
 from hwnas.cli import main
 from hwnas.errors import PredictorError
+from hwnas.evaluators.base import AccuracyEvaluator
 from hwnas.report.progress import announce, enable_steps, progress, step
 from hwnas.spaces import get_space
 
@@ -191,3 +192,37 @@ def test_architectures_are_shortened_without_wide(bench, tmp_path, capsys):
     assert main(_search(bench, tmp_path, "random", 5, "--quiet")) == 0
     cap = capsys.readouterr()
     assert "…" in cap.out and "--wide prints them in full" in cap.err
+
+
+class _FlopsAccuracy(AccuracyEvaluator):
+    """A stand-in for proxy training (what is tested here is the bars, not the accuracy)."""
+
+    name = "flops-accuracy"
+
+    def evaluate(self, space, archs):
+        return [float(sum(space.channels(a))) for a in archs]
+
+    def config(self) -> dict:
+        return {"evaluator": self.name}
+
+
+@pytest.mark.slow  # a slimmable MobileNetV2, even a tiny one, trains for tens of seconds
+def test_autoslim_shows_training_and_greedy_slimming(capsys):
+    """Slimmable training (batches) and the greedy descent to the next target have bars."""
+    from hwnas.objectives import Objective
+    from hwnas.searchers import create_searcher
+    from hwnas.searchers._data import torch_threads
+
+    space = get_space("mobilenetv2-channels", input_size=32, num_classes=10)
+    searcher = create_searcher(
+        "autoslim",
+        ["max_step=1", "epochs=1", "max_samples=100", "calib_images=16", "flops_targets=95%"],
+    )
+    with torch_threads(1), progress(1, "autoslim"):  # a budget of 1: no bar, but steps show
+        hist = searcher.run(space, Objective(_FlopsAccuracy(), reward="accuracy"), budget=1, seed=0)
+    err = capsys.readouterr().err
+    assert "autoslim: training a slimmable MobileNetV2 (25 layers, widest = step 1)" in err
+    assert "autoslim slimmable training: " in err and "in 0" in err
+    assert "autoslim: greedy slimming from 100% of the widest FLOPs towards flops<=95%" in err
+    assert "autoslim greedy slimming: 100/100" in err  # the target was met: the bar is full
+    assert hist.final["configs"][0]["targets"] == ["flops<=95%"]
