@@ -19,6 +19,7 @@ Two levels:
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -34,7 +35,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-err_console = Console(stderr=True)
+# Redirected to a file (a log, a CI job), rich would assume 80 columns and cut the bar's
+# counts ("7…" for "7/7"); 160, as the stdout console of the CLI.
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 # The running display (one per process: rich allows one live display per console,
 # so nested bars become tasks of the outermost one) and the enabled/silenced scopes.
