@@ -396,9 +396,11 @@ def fit_latency_predictor(
         ),
         unit="cells",
     ) as bar:
-        for a in archs:  # one at a time: the same measurements, with a bar
-            values.append(float(source.latency_ms(space, [a])[0][0]))
-            bar.advance()
+        # a device one cell at a time (the same measurements, with a bar); a cheap source
+        # (a table, a predictor) in one batch
+        for chunk in [[a] for a in archs] if expensive else [archs]:
+            values += [float(v) for v, _ in source.latency_ms(space, chunk)]
+            bar.advance(len(chunk))
     ms = np.array(values, dtype=np.float64)
     ok = np.isfinite(ms) & (ms > 0)
     if ok.sum() < 10:
