@@ -211,14 +211,13 @@ def test_autoslim_shows_training_and_greedy_slimming(capsys):
     """Slimmable training (batches) and the greedy descent to the next target have bars."""
     from hwnas.objectives import Objective
     from hwnas.searchers import create_searcher
-    from hwnas.searchers._data import torch_threads
 
     space = get_space("mobilenetv2-channels", input_size=32, num_classes=10)
     searcher = create_searcher(
         "autoslim",
         ["max_step=1", "epochs=1", "max_samples=100", "calib_images=16", "flops_targets=95%"],
     )
-    with torch_threads(1), progress(1, "autoslim"):  # a budget of 1: no bar, but steps show
+    with progress(1, "autoslim"):  # a budget of 1: no bar, but steps show (threads=1 default)
         hist = searcher.run(space, Objective(_FlopsAccuracy(), reward="accuracy"), budget=1, seed=0)
     err = capsys.readouterr().err
     assert "autoslim: training a slimmable MobileNetV2 (25 layers, widest = step 1)" in err
