@@ -8,7 +8,6 @@ this CPU, stored as ``bench-a``/``bench-b``) and of ``device:cpu-ort``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import sqlite3
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from campaign_helpers import TinySpace
+from search_helpers import write_synthetic_nb201
 
 from hwnas.arch import Arch
 from hwnas.distributed import DeviceSpec, RayCampaign, as_specs, device_resource
@@ -200,18 +200,7 @@ def test_a_device_on_no_node_is_a_clear_error(ray_cluster, tmp_path):
 @pytest.fixture(scope="module")
 def synthetic_nb201(tmp_path_factory) -> Path:
     """Every NB201 cell with a made-up accuracy and latency (deterministic, no shared data)."""
-    from hwnas.spaces import get_space
-
-    space = get_space("nb201")
-    path = tmp_path_factory.mktemp("table") / "nb201_synthetic.csv"
-    lines = ["arch,acc,lat"]
-    for a in space.all_archs():
-        h = hashlib.sha256(a.id.encode()).digest()
-        acc = 70 + int.from_bytes(h[:4]) % 2500 / 100
-        lat = 4 + int.from_bytes(h[4:8]) % 2000 / 100
-        lines.append(f"{space.format(a)},{acc:.2f},{lat:.2f}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_synthetic_nb201(tmp_path_factory.mktemp("table") / "nb201_synthetic.csv")
 
 
 def _objective(table: Path):
@@ -265,6 +254,44 @@ def test_search_on_ray_has_the_local_history(ray_cluster, synthetic_nb201, algo,
     assert 1 <= stats["max_in_flight"] <= 3
     assert stats["tasks"] == budget  # each distinct architecture evaluated once, remotely
     assert stats["tasks"] + stats["cache_hits"] == len(remote)  # repeats: the driver's cache
+
+
+@pytest.mark.ray
+def test_search_on_ray_records_every_term_the_local_loop_records(ray_cluster, synthetic_nb201):
+    """The same records, field by field (timings aside), and the same accounting, with
+    candidates rejected on cheap terms in the driver and repeats served from its cache."""
+    from hwnas.distributed import run_search_ray
+    from hwnas.searchers import create_searcher
+    from hwnas.spaces import get_space
+
+    def obj():
+        from hwnas.evaluators.table import TableEvaluator
+        from hwnas.objectives import Objective, TableLatency
+
+        return Objective(
+            TableEvaluator(synthetic_nb201, "acc"),
+            TableLatency(synthetic_nb201, "lat"),
+            latency_target_ms=12.0,
+            reward="hard",  # screens on cheap terms before any task
+        )
+
+    space = get_space("nb201")
+    local = create_searcher("random", batch_size=6).run(space, obj(), 12, seed=2)
+    remote = run_search_ray(
+        create_searcher("random", batch_size=6), space, obj(), 12, seed=2, max_in_flight=2
+    )
+
+    def rows(h):
+        return [
+            {k: v for k, v in r.row().items() if k not in ("eval_s", "elapsed_s")}
+            for r in h.records
+        ]
+
+    assert rows(remote) == rows(local)
+    keys = ("run_id", "accuracy_evaluations", "screened", "latency_predictions", "converged")
+    assert {k: remote.meta[k] for k in keys} == {k: local.meta[k] for k in keys}
+    assert local.meta["screened"] > 0
+    assert remote.meta["ray"]["tasks"] == remote.meta["accuracy_evaluations"] == 12
 
 
 @pytest.mark.ray
@@ -364,20 +391,16 @@ def test_asynchronous_evolution_keeps_workers_busy_and_says_it_is_not_reproducib
     settings = {"population_size": 6, "sample_size": 2}  # batch_size=1: one child per step
     log = SearchLog(tmp_path / "a.db")
     try:
-        first = run_search_ray_async(
-            create_searcher("evolution", **settings),
-            space,
-            _objective(synthetic_nb201),
-            10,
-            log=log,
-        )
-        h = run_search_ray_async(
-            create_searcher("evolution", **settings),
-            space,
-            _objective(synthetic_nb201),
-            20,
-            log=log,
-        )
+        first, h = [
+            run_search_ray_async(
+                create_searcher("evolution", **settings),
+                space,
+                _objective(synthetic_nb201),
+                budget,
+                log=log,
+            )
+            for budget in (10, 20)
+        ]
     finally:
         log.close()
     assert first.meta["variant"] == "async" and first.meta["reproducible"] is False

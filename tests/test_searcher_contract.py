@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from search_helpers import OutOfOrder
 
 from hwnas.arch import Arch
 from hwnas.errors import ConfigError
@@ -118,18 +118,9 @@ def _searcher(name: str):
 
 
 def _reset(searcher, space: SearchSpace, seed: int, budget: int, objective: Objective) -> Objective:
-    """Reset the way :meth:`Searcher.run` does; returns the objective records are scored with.
-
-    Works with both forms of the interface: ``objective_for`` + ``reset(space,
-    seed, budget)``, and ``reset(space, seed, budget, objective)``.
-    """
-    obj = searcher.objective_for(objective) if hasattr(searcher, "objective_for") else objective
-    searcher.space = space
-    if "objective" in inspect.signature(searcher.reset).parameters:
-        searcher.reset(space, seed, budget, obj)
-    else:
-        searcher.reset(space, seed, budget)
-    return obj
+    """Reset the way :meth:`Searcher.run` does (its public ``prepare``); returns the
+    objective records are scored with (the searcher may evaluate with its own)."""
+    return searcher.prepare(space, objective, budget, seed)
 
 
 def _records(space: SearchSpace, obj: Objective, cands: list[Candidate], step: int) -> list[Record]:
@@ -222,3 +213,28 @@ def test_run_stays_within_the_budget(name):
     for r in hist.records:
         space.validate(r.arch)
         assert r.arch_str == space.format(r.arch)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        _param(n, slow=n in EXPENSIVE and searcher_class(n).asynchronous)
+        for n in SEARCHERS_UNDER_TEST
+    ],
+)
+def test_the_asynchronous_mode_is_for_searchers_that_say_so(name):
+    """A searcher with ``asynchronous = True`` takes its records one at a time, in whatever
+    order evaluations finish, and stays within the budget; any other refuses the mode."""
+    space = _space(name)
+    searcher = _searcher(name)
+    if not searcher.asynchronous:
+        with pytest.raises(ConfigError, match="whole batches"):
+            searcher.run(space, _objective(), budget=4, asynchronous=True)
+        return
+    ex = OutOfOrder(capacity=3, seed=1)
+    hist = searcher.run(space, _objective(), budget=6, seed=0, executor=ex, asynchronous=True)
+    assert hist.meta["variant"] == "async" and hist.meta["evaluated"] == 6
+    assert len({r.arch.id for r in hist.records}) == 6 and set(ex.submitted) == {
+        r.arch.id for r in hist.records
+    }
+    assert ex.most > 1  # more than one evaluation ran at once

@@ -8,8 +8,8 @@ imports it until a function needs it, and a missing ray raises
 * :func:`run_campaign_ray` / :class:`RayCampaign` - one actor per device,
   placed by the device's custom resource; the driver writes the store
   (:mod:`hwnas.distributed.campaign`).
-* :func:`run_search_ray` / :class:`RayEvaluator` - a searcher's candidate
-  evaluations on Ray tasks, same history as a local run; and
+* :func:`run_search_ray` / :class:`RayExecutor` - :meth:`Searcher.run` with its
+  candidate evaluations on Ray tasks, same history as a local run; and
   :func:`run_search_ray_async`, faster for evolution but not reproducible
   (:mod:`hwnas.distributed.search`).
 * :func:`connect` / :func:`device_resource` - the cluster and the resource
@@ -28,13 +28,13 @@ from hwnas.distributed.campaign import (
 )
 from hwnas.distributed.cluster import Cluster, cluster, connect, device_resource, ray_module
 from hwnas.distributed.search import (
-    RayEvaluator,
-    async_searchers,
+    RayExecutor,
     fanout_note,
     run_search_ray,
     run_search_ray_async,
     task_resources,
 )
+from hwnas.searchers.loop import async_searchers
 
 __all__ = [
     "async_searchers",
@@ -42,7 +42,7 @@ __all__ = [
     "DeviceSpec",
     "RayCampaign",
     "RayCampaignSummary",
-    "RayEvaluator",
+    "RayExecutor",
     "as_specs",
     "cluster",
     "connect",

@@ -1,32 +1,38 @@
-"""Search evaluations fanned out over Ray tasks: same searcher, same history.
+"""Search evaluations on Ray: same loop, same searcher, same history.
 
-A searcher is three separable steps (:mod:`hwnas.searchers.base`): propose a
-batch, evaluate it, update. Only the evaluation is expensive (a proxy
-training, a NASWOT score, a measurement) and its candidates are independent,
-so :class:`RayEvaluator` replaces that one step: it ships each new candidate
-of a batch to a Ray task, keeps at most ``max_in_flight`` of them running, and
-hands the results back *in proposal order*. Proposing and updating stay in the
-driver, untouched, which is why this is the **synchronous batched** variant:
+:meth:`Searcher.run <hwnas.searchers.base.Searcher.run>` is the only search
+loop (:mod:`hwnas.searchers.loop`); it takes an *executor* that evaluates the
+candidates it submits. :class:`RayExecutor` is that executor on Ray: each
+architecture the objective does not know yet becomes a Ray task, at most
+``max_in_flight`` run at once, and results come back as they finish.
+Everything else (the budget, cheap-first screening, the search log and
+resuming, verification, progress) is the loop's, so it is the same code as a
+local run.
+
+:func:`run_search_ray` is the **synchronous batched** variant: the loop
+records results in proposal order and tells the searcher whole batches, so
 ``random``, ``evolution`` and ``mnasnet-rl`` produce exactly the history of a
 local run with the same seed and settings (same candidates, same terms, same
 rewards; only timings differ). Parallelism is bounded by the searcher's batch:
 evolution's ``batch_size`` children per round, the RL controller's PPO batch,
 random search's ``batch_size``. With ``batch_size=1`` evolution runs one
 evaluation at a time wherever it runs (its first population still fans out).
-:func:`run_search_ray_async` is the **asynchronous** variant, for ``random``
-and ``evolution``: it tells the searcher each result as soon as it arrives
-and asks for the next candidate, so no worker waits for a batch to finish,
-but the history then depends on timing and differs from run to run (it says
-so in ``meta["reproducible"] = False``).
+:func:`run_search_ray_async` is the **asynchronous** variant, for searchers
+with ``Searcher.asynchronous`` (``random``, ``evolution``): the loop tells the
+searcher each result as soon as it arrives and asks for the next candidate,
+so no worker waits for a batch to finish, but the history then depends on
+timing and differs from run to run (it says so in
+``meta["reproducible"] = False``).
 
-What the driver still owns:
+What stays in the driver:
 
-* the **search log** (records are appended as the in-order results arrive,
-  so a killed search resumes as the local one does);
-* the **store**: a shipped objective's store is replaced on the worker by a
-  recorder; the writes it would have made (a measured latency, memory
-  figures) come back with the result and the driver commits them as each task
-  finishes, so a measurement is never lost and never written twice;
+* the **search log** (records are appended as results are recorded, so a
+  killed search resumes as the local one does);
+* the **store**: an objective is shipped to the workers pickled with its
+  stores left behind (pickle's persistent ids, :func:`ship`); on a worker each
+  becomes a :class:`RecordingStore`, whose writes (a measured latency, memory
+  figures) come back with the result and are committed by the driver as each
+  task finishes, so a measurement is never lost and never written twice;
 * the **caches**: a candidate the objective already knows (a repeat, a
   resumed step, a latency already in the store) is never sent out.
 
@@ -38,45 +44,39 @@ never share a device; such evaluations therefore run one at a time per device.
 
 from __future__ import annotations
 
-import copy
+import io
 import json
+import pickle
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hwnas.distributed.cluster import connect, device_resource, ray_module, remote_error
 from hwnas.errors import ConfigError
-from hwnas.searchers.base import rejection_message
+from hwnas.searchers.loop import Executor, check_asynchronous
 from hwnas.store import Store
 
 if TYPE_CHECKING:
     from hwnas.arch import Arch
     from hwnas.objectives import Objective, Terms
-    from hwnas.searchers.base import History, ProgressFn, Searcher, SearchLog
+    from hwnas.searchers.base import History, ProgressFn, Searcher
     from hwnas.spaces.base import SearchSpace
+    from hwnas.store.search_log import SearchLog
 
 
-# ---- shipping an objective without its store ---------------------------------------------
-
-
-class _StoreSlot:
-    """Stands in a shipped objective for the driver's store number ``index``."""
-
-    def __init__(self, index: int):
-        self.index = index
+# ---- shipping an objective without its stores ----------------------------------------------
 
 
 class RecordingStore(Store):
     """An in-memory store on a worker that also logs every write for the driver to replay.
 
     Reads see what this worker wrote (so an evaluator reading back its own
-    write works); the driver's database is never opened from a worker.
+    write works); the driver's database is never opened from a worker. Only
+    the outermost write is journalled: one write may call another.
     """
-
-    _WRITES = ("add_device", "add_arch", "add_artifact", "set_metrics", "add_measurement")
 
     def __init__(self, index: int, journal: list[tuple[int, str, tuple, dict]]):
         super().__init__(":memory:")
@@ -84,79 +84,83 @@ class RecordingStore(Store):
         self.journal = journal
         self._depth = 0
 
-    def __getattribute__(self, name: str) -> Any:
-        attr = object.__getattribute__(self, name)
-        if name not in RecordingStore._WRITES:
-            return attr
+    def _journalled(self, name: str, write: Any, args: tuple, kwargs: dict) -> Any:
+        if self._depth == 0:
+            self.journal.append((self.index, name, args, kwargs))
+        self._depth += 1
+        try:
+            return write(*args, **kwargs)
+        finally:
+            self._depth -= 1
 
-        def logged(*args: Any, **kwargs: Any) -> Any:
-            # Only the outermost write is journalled: one write may call another.
-            if self._depth == 0:
-                self.journal.append((self.index, name, args, kwargs))
-            self._depth += 1
-            try:
-                return attr(*args, **kwargs)
-            finally:
-                self._depth -= 1
+    def add_device(self, *args: Any, **kwargs: Any) -> Any:
+        return self._journalled("add_device", super().add_device, args, kwargs)
 
-        return logged
+    def add_arch(self, *args: Any, **kwargs: Any) -> Any:
+        return self._journalled("add_arch", super().add_arch, args, kwargs)
+
+    def add_artifact(self, *args: Any, **kwargs: Any) -> Any:
+        return self._journalled("add_artifact", super().add_artifact, args, kwargs)
+
+    def set_metrics(self, *args: Any, **kwargs: Any) -> Any:
+        return self._journalled("set_metrics", super().set_metrics, args, kwargs)
+
+    def add_measurement(self, *args: Any, **kwargs: Any) -> Any:
+        return self._journalled("add_measurement", super().add_measurement, args, kwargs)
 
 
-def _walk(obj: Any, fn, depth: int = 0, memo: dict[int, Any] | None = None) -> Any:
-    """A copy of ``obj`` with ``fn`` applied to the attributes of it and of the hwnas
-    objects it holds (evaluators, latency sources, estimators), three levels deep.
+#: The writes a :class:`RecordingStore` journals, by the name the journal carries.
+STORE_WRITES: dict[str, Any] = {
+    "add_device": Store.add_device,
+    "add_arch": Store.add_arch,
+    "add_artifact": Store.add_artifact,
+    "set_metrics": Store.set_metrics,
+    "add_measurement": Store.add_measurement,
+}
 
-    Only objects of hwnas's own classes are copied (shallowly); tensors, tables
-    and arrays are shared, which is all a pickled copy needs.
+
+def ship(objective: Objective, space: SearchSpace) -> tuple[bytes, list[Store]]:
+    """``(objective, space)`` pickled for a worker, and the stores left behind, in slot order.
+
+    A store is an open database of the driver's: pickle's persistent-id hook
+    writes each one as a slot number wherever it sits in the objective (a
+    device latency's, the memory estimator's, a verifier's), and
+    :func:`unship` puts a :class:`RecordingStore` in its place. Open devices
+    do not travel either (``DeviceLatency.__getstate__``): the worker opens
+    its own on first use.
     """
-    memo = {} if memo is None else memo
-    if id(obj) in memo:
-        return memo[id(obj)]
-    if depth > 3 or not type(obj).__module__.startswith("hwnas.") or not hasattr(obj, "__dict__"):
-        return obj
-    out = copy.copy(obj)
-    memo[id(obj)] = out
-    for k, v in list(vars(obj).items()):
-        nv = fn(k, v)
-        if nv is v:
-            nv = _walk(v, fn, depth + 1, memo)
-        if nv is not v:
-            setattr(out, k, nv)
-    return out
-
-
-def detach(objective: Objective) -> tuple[Objective, list[Store]]:
-    """A picklable copy of ``objective`` whose stores are slots, and the stores in slot order.
-
-    Open devices (a ``DeviceLatency``'s ``_device``) are dropped: the worker
-    opens its own on first use.
-    """
+    ray = ray_module()
     stores: list[Store] = []
 
-    def fn(name: str, value: Any) -> Any:
-        if isinstance(value, Store):
+    class Pickler(ray.cloudpickle.CloudPickler):  # cloudpickle, as Ray would ship it
+        def persistent_id(self, obj: Any) -> Any:
+            if not isinstance(obj, Store):
+                return None
             for i, s in enumerate(stores):
-                if s is value:
-                    return _StoreSlot(i)
-            stores.append(value)
-            return _StoreSlot(len(stores) - 1)
-        return value  # a device latency drops its open device itself (__getstate__)
+                if s is obj:
+                    return ("store", i)
+            stores.append(obj)
+            return ("store", len(stores) - 1)
 
-    return _walk(objective, fn), stores
+    buf = io.BytesIO()
+    Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump((objective, space))
+    return buf.getvalue(), stores
 
 
-def attach(objective: Objective, journal: list) -> Objective:
-    """On a worker: replace each store slot of a shipped objective with a :class:`RecordingStore`."""
+def unship(blob: bytes, journal: list) -> tuple[Objective, SearchSpace]:
+    """On a worker: what :func:`ship` pickled, each store slot a :class:`RecordingStore`."""
     recorders: dict[int, RecordingStore] = {}
 
-    def fn(name: str, value: Any) -> Any:
-        if isinstance(value, _StoreSlot):
-            if value.index not in recorders:
-                recorders[value.index] = RecordingStore(value.index, journal)
-            return recorders[value.index]
-        return value
+    class Unpickler(pickle.Unpickler):
+        def persistent_load(self, pid: Any) -> Any:
+            kind, index = pid
+            if kind != "store":
+                raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
+            if index not in recorders:
+                recorders[index] = RecordingStore(index, journal)
+            return recorders[index]
 
-    return _walk(objective, fn)
+    return Unpickler(io.BytesIO(blob)).load()
 
 
 def _prime(objective: Objective, space: SearchSpace) -> None:
@@ -192,9 +196,9 @@ def _evaluate_task(box: list, arch: Arch) -> tuple[Terms, list, float]:
     key = ref.hex()
     state = _WORKER_STATE.get(key)
     if state is None:
-        shipped, space = ray.get(ref)
         journal: list = []
-        state = (attach(shipped, journal), space, journal)
+        objective, space = unship(ray.get(ref), journal)
+        state = (objective, space, journal)
         _WORKER_STATE[key] = state
         while len(_WORKER_STATE) > 4:
             _WORKER_STATE.popitem(last=False)
@@ -258,8 +262,8 @@ class FanoutStats:
         }
 
 
-class RayEvaluator:
-    """The evaluation step of a searcher, on Ray tasks with a bounded number in flight.
+class RayExecutor(Executor):
+    """The search loop's evaluations on Ray tasks, at most ``max_in_flight`` at once.
 
     Args:
         max_in_flight: tasks running or queued at once (at least 1).
@@ -279,7 +283,7 @@ class RayEvaluator:
     ):
         if max_in_flight < 1:
             raise ConfigError(f"max_in_flight must be >= 1, got {max_in_flight}")
-        self.max_in_flight = int(max_in_flight)
+        self.capacity = self.max_in_flight = int(max_in_flight)
         self.num_cpus = num_cpus
         self.resources = dict(resources or {})
         self.max_retries = max_retries
@@ -298,20 +302,13 @@ class RayEvaluator:
         hit = self._shipped.get(key)
         if hit is None:
             _prime(objective, space)
-            shipped, stores = detach(objective)
-            hit = (ray.put((shipped, space)), stores, objective)  # keep objective: ids stay unique
+            blob, stores = ship(objective, space)
+            hit = (ray.put(blob), stores, objective)  # keep objective: ids stay unique
             self._shipped[key] = hit
         return hit[0], hit[1]
 
-    # ---- one task at a time ---------------------------------------------------------------
-
-    @staticmethod
-    def knows(objective: Objective, space: SearchSpace, arch: Arch) -> bool:
-        """Whether ``objective`` answers ``arch`` from its own cache (no task needed)."""
-        return (space.name, arch.id) in getattr(objective, "_cache", {})
-
     def submit(self, objective: Objective, space: SearchSpace, arch: Arch) -> Any:
-        """Start evaluating ``arch`` in a task; returns its reference (see :meth:`collect`)."""
+        """Start evaluating ``arch`` in a task; returns its object reference."""
         ref, stores = self._ship(objective, space)
         task = _remote_fn().options(
             num_cpus=self.num_cpus,
@@ -324,12 +321,17 @@ class RayEvaluator:
         self.stats.max_in_flight = max(self.stats.max_in_flight, len(self._pending))
         return out
 
-    def collect(self, ref: Any) -> Terms:
-        """The terms of a finished task; the store writes it made are committed here, now.
+    def wait(self, tickets: Sequence[Any]) -> list[tuple[Any, Terms]]:
+        """The tasks among ``tickets`` that have finished (at least one); their store writes
+        are committed here, now.
 
         Raises:
             the task's own error (an ``HwnasError`` stays one).
         """
+        done, _ = ray_module().wait(list(tickets), num_returns=1)
+        return [(ref, self._collect(ref)) for ref in done]
+
+    def _collect(self, ref: Any) -> Terms:
         ray = ray_module()
         stores, t_submit = self._pending.pop(ref)
         try:
@@ -339,56 +341,20 @@ class RayEvaluator:
         self.stats.roundtrip_s.append(time.perf_counter() - t_submit)
         self.stats.busy_s.append(busy)
         for index, method, args, kwargs in writes:
-            getattr(stores[index], method)(*args, **kwargs)
+            STORE_WRITES[method](stores[index], *args, **kwargs)
         self.stats.store_writes += len(writes)
         return terms
 
-    def cancel_pending(self) -> None:
+    def cached(self) -> None:
+        self.stats.cache_hits += 1
+
+    def cancel(self) -> None:
         """Cancel every task not collected (a search stopped early leaves no work behind)."""
         ray = ray_module()
         for r in list(self._pending):
             with suppress(Exception):  # already finished, or its worker already gone
                 ray.cancel(r)
         self._pending.clear()
-
-    # ---- the Searcher.evaluate contract ---------------------------------------------------
-
-    def evaluate(
-        self, objective: Objective, space: SearchSpace, archs: list[Arch]
-    ) -> Iterator[Terms]:
-        """Terms of each architecture, yielded in order (the ``Searcher.evaluate`` contract).
-
-        Each architecture the objective does not know yet is evaluated once in
-        a task; repeats and known ones are answered by the objective itself,
-        exactly as the local loop would (a cache hit with ``eval_s = 0``).
-        """
-        ray = ray_module()
-        first: dict[str, int] = {}
-        for i, a in enumerate(archs):
-            if not self.knows(objective, space, a) and a.id not in first:
-                first[a.id] = i
-        jobs = list(first.values())
-        results: dict[int, Terms] = {}
-        index_of: dict[Any, int] = {}
-        nxt = 0
-        try:
-            for i, a in enumerate(archs):
-                if first.get(a.id) != i:
-                    self.stats.cache_hits += 1
-                    yield objective.evaluate(space, [a])[0]
-                    continue
-                while i not in results:
-                    while nxt < len(jobs) and len(index_of) < self.max_in_flight:
-                        index_of[self.submit(objective, space, archs[jobs[nxt]])] = jobs[nxt]
-                        nxt += 1
-                    done, _ = ray.wait(list(index_of), num_returns=1)
-                    for d in done:
-                        results[index_of.pop(d)] = self.collect(d)
-                terms = results.pop(i)
-                objective.remember(space, a, terms)
-                yield terms
-        finally:
-            self.cancel_pending()
 
 
 def task_resources(objective: Objective) -> tuple[dict[str, float], float]:
@@ -399,7 +365,7 @@ def task_resources(objective: Objective) -> tuple[dict[str, float], float]:
     """
     from hwnas.objectives import DeviceLatency
 
-    lat = getattr(objective, "latency", None)
+    lat = objective.latency
     if isinstance(lat, DeviceLatency):
         return {device_resource(lat.device_name): 1.0}, float(max(1, int(lat.threads or 1)))
     return {}, 1.0
@@ -430,6 +396,7 @@ def run_search_ray(
     max_in_flight: int | None = None,
     num_cpus: int | None = None,
     resources: Mapping[str, float] | None = None,
+    asynchronous: bool = False,
 ) -> History:
     """``searcher.run(...)`` with its evaluations on Ray (synchronous batched variant).
 
@@ -443,17 +410,13 @@ def run_search_ray(
         num_cpus: CPUs of a local cluster (default: all of this machine).
         resources: custom resources each task needs (default: the measured
             device's, see :func:`task_resources`).
+        asynchronous: the asynchronous variant (:func:`run_search_ray_async`).
 
     Raises:
-        ConfigError: a searcher with its own evaluation, or a device resource on no node.
+        ConfigError: a device resource on no node; see also :meth:`Searcher.run`.
     """
-    from hwnas.searchers.base import Searcher
-
-    if type(searcher).evaluate is not Searcher.evaluate or type(searcher).run is not Searcher.run:
-        raise ConfigError(
-            f"searcher {searcher.name!r} runs its own evaluation loop, so its candidates "
-            "cannot be fanned out on Ray; run it without --ray"
-        )
+    if asynchronous:  # before a cluster is started for nothing
+        check_asynchronous(searcher, objective)
     needed, cpus = task_resources(objective)
     if resources is not None:
         needed = dict(resources)
@@ -461,9 +424,16 @@ def run_search_ray(
     try:
         cluster.check_resources(needed)
         limit = max_in_flight or max(1, int(cluster.cpus // cpus))
-        fan = RayEvaluator(limit, num_cpus=cpus, resources=needed)
+        fan = RayExecutor(limit, num_cpus=cpus, resources=needed)
         history = searcher.run(
-            space, objective, budget, seed=seed, log=log, progress=progress, evaluator=fan
+            space,
+            objective,
+            budget,
+            seed=seed,
+            log=log,
+            progress=progress,
+            executor=fan,
+            asynchronous=asynchronous,
         )
         history.meta["ray"] = {
             "address": address,
@@ -475,33 +445,7 @@ def run_search_ray(
         cluster.close()
 
 
-# ---- the asynchronous variant ------------------------------------------------------------
-
-
-def async_searchers() -> list[str]:
-    """Registered searchers whose ``update`` takes one record at any time
-    (``Searcher.asynchronous``), so that telling them results in completion order
-    is still their algorithm (Real et al. ran regularised evolution with
-    asynchronous workers; random search learns nothing)."""
-    from hwnas.searchers import SEARCHERS, searcher_class
-
-    return [n for n in SEARCHERS.names() if getattr(searcher_class(n), "asynchronous", False)]
-
-
-def run_search_ray_async(
-    searcher: Searcher,
-    space: SearchSpace,
-    objective: Objective,
-    budget: int,
-    seed: int = 0,
-    log: SearchLog | None = None,
-    progress: ProgressFn | None = None,
-    *,
-    address: str | None = None,
-    max_in_flight: int | None = None,
-    num_cpus: int | None = None,
-    resources: Mapping[str, float] | None = None,
-) -> History:
+def run_search_ray_async(*args: Any, **kwargs: Any) -> History:
     """Asynchronous search on Ray: keep ``max_in_flight`` evaluations running, and as soon as
     one finishes, tell the searcher and ask it for the next candidate.
 
@@ -514,148 +458,11 @@ def run_search_ray_async(
     keeps it as a run of its own (``ALGO/async``); a resumed run tells the
     searcher every logged record, in order, and carries on.
 
+    Takes the arguments of :func:`run_search_ray` (it is
+    ``run_search_ray(..., asynchronous=True)``).
+
     Raises:
         ConfigError: a searcher that needs whole batches (``mnasnet-rl``'s PPO
-            update) or a budget below 1.
+            update), verification, or a budget below 1.
     """
-    from hwnas.searchers.base import History, Record
-
-    if not getattr(searcher, "asynchronous", False):
-        raise ConfigError(
-            f"searcher {searcher.name!r} learns from whole batches, so it has no asynchronous "
-            f"variant; run it synchronously (run_search_ray), or use one of: "
-            f"{', '.join(async_searchers())}"
-        )
-    if getattr(objective, "verifier", None) is not None:
-        raise ConfigError(
-            "--verify needs the synchronous loop (verifications change what the searcher was "
-            "told, in order); run the search without the asynchronous variant"
-        )
-    budget = int(budget)
-    ray = ray_module()
-    search_obj = searcher.prepare(space, objective, budget, seed)
-    algo = f"{searcher.name}/async"
-    meta: dict[str, Any] = {
-        **searcher.run_meta(space, search_obj, budget, seed, algorithm=algo),
-        "variant": "async",
-        "reproducible": False,
-    }
-    run_id = meta["run_id"]
-    recorded: list[Record] = []
-    if log is not None:
-        log.open_run(run_id, algo, space.name, seed, meta)
-        recorded = log.records(run_id, space.name)
-    history = History(meta=meta)
-    seen: set[str] = set()
-    evaluated: set[str] = set()  # accuracy evaluated: what the budget counts
-    for rec in recorded:
-        if not rec.terms.screened:
-            search_obj.remember(space, rec.arch, rec.terms)
-            evaluated.add(rec.arch.id)
-        seen.add(rec.arch.id)
-        history.records.append(rec)
-        if progress is not None:
-            progress(rec, history)
-    if recorded:
-        searcher.update(list(recorded))
-
-    needed, cpus = task_resources(search_obj)
-    if resources is not None:
-        needed = dict(resources)
-    cluster = connect(address, num_cpus=num_cpus, resources=dict.fromkeys(needed, 1))
-    t_start = time.perf_counter()
-    converged = False
-    stopped: str | None = None
-    try:
-        cluster.check_resources(needed)
-        limit = max_in_flight or max(1, int(cluster.cpus // cpus))
-        fan = RayEvaluator(limit, num_cpus=cpus, resources=needed)
-        running: dict[Any, Any] = {}  # ref -> candidate
-        stall, stall_limit = 0, max(budget, 100)
-        rejected, reject_limit = 0, max(20 * budget, 2000)
-
-        def tell(cand: Any, terms: Terms, repeat: bool) -> None:
-            rec = Record(
-                step=len(history),
-                arch=cand.arch,
-                arch_str=space.format(cand.arch),
-                terms=terms,
-                origin=cand.origin,
-                info=dict(cand.info),
-                repeat=repeat,
-                elapsed_s=time.perf_counter() - t_start,
-            )
-            if log is not None:
-                log.append(run_id, rec)
-            seen.add(rec.arch.id)
-            if not terms.screened:
-                evaluated.add(rec.arch.id)
-            history.records.append(rec)
-            if progress is not None:
-                progress(rec, history)
-            searcher.update([rec])
-
-        try:
-            while True:
-                flying = {c.arch.id for c in running.values()}
-                while (
-                    len(running) < limit
-                    and len(evaluated | flying) < budget
-                    and not searcher.done()
-                ):
-                    if stall >= stall_limit:
-                        converged = True  # only known architectures are proposed any more
-                        break
-                    if rejected >= reject_limit:
-                        stopped = rejection_message(rejected, search_obj)
-                        break
-                    cands = searcher.propose(1)
-                    if not cands:
-                        break
-                    cand = cands[0]
-                    if not fan.knows(search_obj, space, cand.arch):
-                        cheap = search_obj.cheap_terms(space, [cand.arch])[0]
-                        if search_obj.screen(cheap):  # rejected on cheap terms, in the driver
-                            stall = stall + 1 if cand.arch.id in seen else 0
-                            rejected += 1
-                            tell(cand, search_obj.screened(cheap), cand.arch.id in seen)
-                            continue
-                    rejected = 0
-                    if fan.knows(search_obj, space, cand.arch):
-                        fan.stats.cache_hits += 1
-                        repeat = cand.arch.id in seen
-                        stall = stall + 1 if repeat else 0
-                        tell(cand, search_obj.evaluate(space, [cand.arch])[0], repeat)
-                        continue
-                    if cand.arch.id in flying:  # proposed again while being evaluated
-                        stall += 1
-                        continue
-                    running[fan.submit(search_obj, space, cand.arch)] = cand
-                    flying.add(cand.arch.id)
-                if not running:
-                    break
-                done, _ = ray.wait(list(running), num_returns=1)
-                for d in done:
-                    cand = running.pop(d)
-                    terms = fan.collect(d)
-                    search_obj.remember(space, cand.arch, terms)
-                    stall = 0
-                    tell(cand, terms, repeat=False)
-        finally:
-            fan.cancel_pending()
-        history.meta["ray"] = {
-            "address": address,
-            "max_in_flight_limit": limit,
-            **fan.stats.to_dict(),
-        }
-    finally:
-        cluster.close()
-    history.meta["replayed"] = len(recorded)
-    history.meta["evaluated"] = history.meta["accuracy_evaluations"] = len(evaluated)
-    history.meta["screened"] = sum(r.terms.screened and not r.repeat for r in history.records)
-    history.meta["converged"] = converged
-    history.meta["stopped"] = stopped
-    history.final = searcher.finalize(history, space, objective)
-    if log is not None:
-        log.set_final(run_id, history.final)
-    return history
+    return run_search_ray(*args, **kwargs, asynchronous=True)

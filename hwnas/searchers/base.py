@@ -1,14 +1,15 @@
 """The searcher interface, the search history, its SQLite log and the Pareto front.
 
-Every searcher is three separable steps, so the loop that drives them can be
-a plain ``for`` (here), a process pool or Ray, without touching the algorithm:
+Every searcher is three separable steps, so one loop (:mod:`hwnas.searchers.loop`)
+drives them, evaluating in this process or on Ray, without touching the algorithm:
 
 ``propose(n)``  (ask)
     up to ``n`` candidates that may be evaluated independently (random
     search: any number; regularised evolution: one tournament each; the RL
     controller: its PPO batch). ``batch_size()`` says how many are useful now.
 ``evaluate``
-    ``objective.evaluate(space, archs)``: the expensive, parallelisable part.
+    ``objective.evaluate(space, archs)``: the expensive, parallelisable part,
+    done by the loop's executor (in process, or a Ray pool).
 ``update(records)``  (tell)
     the evaluated candidates, in proposal order, with all their terms.
 
@@ -29,10 +30,8 @@ import dataclasses
 import hashlib
 import json
 import math
-import time
-import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -46,6 +45,7 @@ from hwnas.objectives import Objective, Terms
 from hwnas.store.search_log import SearchLog
 
 if TYPE_CHECKING:
+    from hwnas.searchers.loop import Executor
     from hwnas.spaces.base import SearchSpace
 
 
@@ -306,7 +306,8 @@ class Searcher(ABC):
     name: ClassVar[str] = ""
     Settings: ClassVar[type] = NoSettings
     #: Whether ``update`` may be told one record at a time, in completion order
-    #: (the asynchronous Ray loop); searchers that learn from whole batches say False.
+    #: (``run(..., asynchronous=True)``, e.g. on Ray); searchers that learn from
+    #: whole batches say False.
     asynchronous: ClassVar[bool] = False
 
     def __init__(self, settings: Any = None, **overrides: Any):
@@ -364,18 +365,6 @@ class Searcher(ABC):
 
     # ---- the loop --------------------------------------------------------------------
 
-    def evaluate(
-        self, objective: Objective, space: SearchSpace, archs: list[Arch]
-    ) -> Iterator[Terms]:
-        """Terms of each architecture, yielded in order as each is ready.
-
-        The default evaluates one after another, so each result is logged
-        before the next starts. A distributed runner overrides this to submit
-        the whole batch at once and yield the results in order.
-        """
-        for a in archs:
-            yield objective.evaluate(space, [a])[0]
-
     def prepare(
         self, space: SearchSpace, objective: Objective, budget: int, seed: int
     ) -> Objective:
@@ -425,7 +414,8 @@ class Searcher(ABC):
         log: SearchLog | None = None,
         progress: ProgressFn | None = None,
         max_rejections: int | None = None,
-        evaluator: Any = None,
+        executor: Executor | None = None,
+        asynchronous: bool = False,
     ) -> History:
         """Search ``space`` until ``budget`` distinct architectures had their accuracy evaluated.
 
@@ -446,208 +436,29 @@ class Searcher(ABC):
         and :meth:`History.answer` is a network whose measured latency meets
         the target.
 
+        This is the only search loop (:mod:`hwnas.searchers.loop`); the Ray path
+        passes an ``executor`` and otherwise runs exactly this.
+
         Args:
             log: where records are committed as they arrive; a run already in it
                 (same algorithm, settings, space, objective and seed) is resumed.
             progress: called after every record (replayed ones too).
             max_rejections: cheap rejections in a row before giving up
                 (default ``max(20 * budget, 2000)``).
-            evaluator: what evaluates each batch instead of :meth:`evaluate`
-                (an object with the same ``evaluate(objective, space, archs)``;
-                :class:`hwnas.distributed.RayEvaluator` fans it out on Ray).
+            executor: where evaluations run (default: in this process, one at a
+                time; :class:`hwnas.distributed.RayExecutor` runs them on Ray).
+            asynchronous: tell each result as it arrives and propose the next
+                candidate at once (not reproducible; searchers with
+                :attr:`asynchronous` only, no verification; see
+                :mod:`hwnas.searchers.loop`).
 
         Raises:
-            ConfigError: a budget below 1.
+            ConfigError: a budget below 1; ``asynchronous`` for a searcher that
+                learns from whole batches, or with verification.
         """
-        budget = int(budget)
-        self._evaluate_batch = evaluator.evaluate if evaluator is not None else self.evaluate
-        search_obj = self.prepare(space, objective, budget, seed)
-        meta = self.run_meta(space, search_obj, budget, seed)
-        run_id = meta["run_id"]
-        verifier = getattr(search_obj, "verifier", None)
-        recorded: list[Record] = []
-        if log is not None:
-            log.open_run(run_id, self.name, space.name, seed, meta)
-            recorded = log.records(run_id, space.name)
-            if verifier is not None:
-                verifier.resume(log.verifications(run_id))
-        history = History(meta=meta)
-        seen: set[str] = set()  # proposed and recorded
-        evaluated: set[str] = set()  # accuracy evaluated: what the budget counts
-        self._t_start = time.perf_counter()
-        diverged = False
-        stall = 0  # consecutive proposals that were all repeats
-        stall_limit = max(budget, 100)
-        rejected_run = 0  # consecutive cheap rejections
-        reject_limit = int(max_rejections or max(20 * budget, 2000))
-        counts = {"screened": 0, "predictions": 0}
-        converged = False
-        stopped: str | None = None
-        cheap_latency = search_obj.latency_is_cheap
+        from hwnas.searchers.loop import SearchLoop
 
-        def add(rec: Record, fresh: bool) -> None:
-            nonlocal stall, rejected_run
-            if fresh and log is not None:
-                log.append(run_id, rec)  # committed before the next evaluation starts
-            stall = stall + 1 if rec.repeat else 0
-            if rec.terms.screened:
-                rejected_run += 1
-                counts["screened"] += not rec.repeat
-            else:
-                rejected_run = 0
-                evaluated.add(rec.arch.id)
-            counts["predictions"] += cheap_latency and not rec.repeat
-            seen.add(rec.arch.id)
-            history.records.append(rec)
-            if progress is not None:
-                progress(rec, history)
-
-        while len(evaluated) < budget and not self.done():
-            if stall >= stall_limit:
-                converged = True  # the searcher only re-proposes what it has seen
-                break
-            if rejected_run >= reject_limit:
-                stopped = rejection_message(rejected_run, search_obj)
-                break
-            n = max(1, min(self.batch_size(), budget - len(evaluated)))
-            cands = self.propose(n)[:n]
-            if not cands:
-                break
-            batch: list[Record] = []
-            fresh: list[Candidate] = []
-            for cand in cands:
-                step = len(history)
-                if step >= len(recorded):
-                    fresh.append(cand)
-                    continue
-                rec = recorded[step]
-                if rec.arch != cand.arch and not diverged:
-                    diverged = True
-                    warnings.warn(
-                        f"search {run_id}: step {step} re-proposed {space.format(cand.arch)} but the "
-                        f"log holds {rec.arch_str}; continuing from the logged candidates (the code "
-                        "or a numerical library changed since the run started)",
-                        stacklevel=2,
-                    )
-                if not rec.terms.screened:
-                    search_obj.remember(space, rec.arch, rec.terms)
-                batch.append(rec)
-                add(rec, fresh=False)
-            batch += self._evaluate_fresh(space, search_obj, fresh, history, seen, evaluated, add)
-            self.update(batch)
-            # The incumbent changes only with a newly evaluated candidate.
-            if verifier is not None and any(not r.terms.screened and not r.repeat for r in batch):
-                while verifier.remaining > 0:
-                    inc = verifier.incumbent(history)
-                    if inc is None:
-                        break
-                    verifier.verify(space, search_obj, inc, history, log)
-        if verifier is not None:
-            _decide(verifier, space, search_obj, history, log)
-            history.meta["verification"] = verifier.summary()
-            history.meta["verification_rows"] = [
-                {k: v for k, v in r.items() if k != "violates"} for r in verifier.rows
-            ]
-        history.meta["replayed"] = min(len(recorded), len(history))
-        history.meta["diverged"] = diverged
-        history.meta["evaluated"] = len(evaluated)
-        history.meta["accuracy_evaluations"] = len(evaluated)
-        history.meta["screened"] = counts["screened"]
-        history.meta["latency_predictions"] = counts["predictions"]
-        history.meta["device_measurements"] = _device_measurements(search_obj)
-        history.meta["converged"] = converged
-        history.meta["stopped"] = stopped
-        history.final = self.finalize(history, space, objective)
-        if log is not None:
-            log.set_final(run_id, history.final)
-        return history
-
-    def _evaluate_fresh(
-        self,
-        space: SearchSpace,
-        obj: Objective,
-        fresh: list[Candidate],
-        history: History,
-        seen: set[str],
-        evaluated: set[str],
-        add: Callable[[Record, bool], None],
-    ) -> list[Record]:
-        """Cheap terms first, then the expensive evaluation of what they did not reject."""
-        if not fresh:
-            return []
-        new = [c for c in fresh if not obj.knows(space, c.arch)]
-        cheap = dict(
-            zip(
-                [c.arch.id for c in new], obj.cheap_terms(space, [c.arch for c in new]), strict=True
-            )
+        loop = SearchLoop(
+            self, space, objective, int(budget), seed, log, progress, max_rejections, asynchronous
         )
-        rejected = {i: cheap[c.arch.id] for i, c in enumerate(fresh) if c.arch.id in cheap}
-        rejected = {i: t for i, t in rejected.items() if obj.screen(t)}
-        todo = [c.arch for i, c in enumerate(fresh) if i not in rejected]
-        results = iter(self._evaluate_batch(obj, space, todo))
-        out = []
-        for i, cand in enumerate(fresh):
-            if i in rejected:
-                terms = obj.screened(rejected[i])
-                repeat = cand.arch.id in seen
-            else:
-                terms = next(results)
-                known = cheap.get(cand.arch.id)
-                if known is not None and known.latency_ms is not None:
-                    # The driver's prediction decides (a worker's copy of the predictor
-                    # does not know the latest verifications).
-                    for f in (
-                        "latency_ms",
-                        "latency_predicted_ms",
-                        "latency_lower_ms",
-                        "latency_upper_ms",
-                    ):
-                        setattr(terms, f, getattr(known, f))
-                    terms.sources["latency"] = known.sources.get("latency", "")
-                    obj.score(terms)
-                repeat = cand.arch.id in evaluated
-            rec = Record(
-                step=len(history),
-                arch=cand.arch,
-                arch_str=space.format(cand.arch),
-                terms=terms,
-                origin=cand.origin,
-                info=dict(cand.info),
-                repeat=repeat,
-                elapsed_s=time.perf_counter() - self._t_start,
-            )
-            add(rec, True)
-            out.append(rec)
-        for _ in results:  # nothing left; closes a generator that holds tasks
-            pass
-        return out
-
-
-def rejection_message(n: int, obj: Objective) -> str:
-    return (
-        f"stopped: the last {n} candidates all broke a hard target on cheap terms alone (the "
-        f"predicted latency's {obj.latency_quantile:g} quantile, or the memory estimate), so "
-        "nearly nothing proposed is feasible; raise --latency-target/--memory-target, lower "
-        "--latency-quantile, or check that the predictor is for this device"
-    )
-
-
-def _decide(verifier: Any, space: SearchSpace, obj: Objective, history: History, log: Any) -> None:
-    """After the search: verify, while the budget lasts, every candidate that could still beat
-    the verified answer (and, without a hard target, the front's members)."""
-    from hwnas.objectives import HARD_REWARDS
-
-    while verifier.remaining > 0:
-        rec = verifier.next_deciding(obj, history)
-        if rec is None and obj.reward_kind not in HARD_REWARDS:
-            rec = verifier.front_member(history)
-        if rec is None:
-            break
-        verifier.verify(space, obj, rec, history, log)
-    verifier.refresh(space, obj, history)
-
-
-def _device_measurements(obj: Objective) -> int:
-    n = int(getattr(obj.latency, "measured", 0) or 0) if obj.latency is not None else 0
-    verifier = getattr(obj, "verifier", None)
-    return n + (verifier.new_measurements if verifier is not None else 0)
+        return loop.run(executor)
