@@ -69,7 +69,7 @@ LATENCY_TERMS = ("ms", "log")
 
 # What the plan lines say before a step starts. Estimates, not measured here: the
 # issue's run measured 100 cells and trained 10 epochs in 6.6 min on this 2-core machine
-# (about 3.5 s per cell); the supernet's epochs are from a CPU profile (process time).
+# (about 3.5 s per cell); the supernet epoch range is a guess from that run, not profiled.
 _CELL_NOTE = "about 2-5 s per cell on a 2-core CPU"
 _EPOCH_NOTE = "roughly 5-20 s per epoch at the default size (an estimate, not profiled)"
 
