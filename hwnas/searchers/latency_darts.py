@@ -71,7 +71,7 @@ LATENCY_TERMS = ("ms", "log")
 # issue's run measured 100 cells and trained 10 epochs in 6.6 min on this 2-core machine
 # (about 3.5 s per cell); the supernet epoch range is a guess from that run, not profiled.
 _CELL_NOTE = "about 2-5 s per cell on a 2-core CPU"
-_EPOCH_NOTE = "roughly 5-20 s per epoch at the default size (an estimate, not profiled)"
+_EPOCH_NOTE = "roughly 10-20 s per epoch at the default size on a quiet 2-core CPU (an estimate)"
 
 
 @dataclass(frozen=True)
