@@ -21,8 +21,10 @@ $(VENV)/.full: pyproject.toml $(VENV)/.base
 	$(BIN)/pip install -q $(TORCH) -e '.[dev,tflite,android,ray]'
 	touch $@
 
+# Kept under 2 minutes after the install: five small models, at most 3 s of timed runs
+# each, and at most 10 s of waiting for a quiet machine per model.
 demo: $(VENV)/.base
-	$(BIN)/hwnas profile demo --db hwnas-demo.db --plot flops_vs_latency.png
+	$(BIN)/hwnas profile demo --seconds 3 --interference-wait 10 --db hwnas-demo.db --plot flops_vs_latency.png
 
 test: $(VENV)/.full
 	$(BIN)/pytest -q

@@ -8,7 +8,8 @@ reader following the README would. Sizes are cut down (``-n``, ``--budget``,
 ``--train-size``, ``--runs``, ...; see :data:`SMALL`): the test checks that the
 commands work as written, not the figures they print. Commands that need hardware
 or a cluster (a phone, an ssh board, Ray, a GPU, ``make``) are skipped with the
-reason. Slow by nature (exports, proxy training): marked ``slow``.
+reason, and so are long versions (their comment says ``# long version``) whose short
+version sits beside them. Slow by nature (exports, proxy training): marked ``slow``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,13 @@ SMALL: dict[str, int] = {
     "--runs": 5,
     "--time-limit": 2,
     "--repeats": 2,
+    "--adaptive": 4,
+}
+# searcher and evaluator settings (``--set K=V``, ``--accuracy-set K=V``) -> largest value kept
+SMALL_SETTINGS: dict[str, int] = {
+    "predictor_samples": 12,
+    "epochs": 1,
+    "rounds": 1,
 }
 # (pattern in the command, reason): examples that need what this machine may not have.
 SKIPS: tuple[tuple[str, str], ...] = (
@@ -44,11 +52,9 @@ SKIPS: tuple[tuple[str, str], ...] = (
     (r"\bcuda-", "needs an NVIDIA GPU"),
     (r"\bcpu-litert\b|\.tflite\b", "needs the tflite extra and minutes of conversion"),
 )
-# Examples that the fast sizes cannot shorten enough for a test run.
-LONG: dict[str, str] = {
-    "search autoslim": "trains a slimmable MobileNetV2 (tens of minutes here)",
-    "search memnas": "grow-and-trim rounds with proxy training (tens of minutes here)",
-}
+# An example the fast sizes cannot shorten enough says so in its comment ("# long version
+# ..."), next to a short version of the same command that the test runs.
+LONG_MARK = re.compile(r"#\s*long version\b", re.I)
 
 
 def _blocks(text: str) -> list[str]:
@@ -86,6 +92,10 @@ def shrink(argv: list[str]) -> list[str]:
     for i, a in enumerate(out[:-1]):
         if a in SMALL and out[i + 1].isdigit():
             out[i + 1] = str(min(int(out[i + 1]), SMALL[a]))
+        elif a in ("--set", "--accuracy-set") and "=" in out[i + 1]:
+            key, value = out[i + 1].split("=", 1)
+            if key in SMALL_SETTINGS and value.isdigit():
+                out[i + 1] = f"{key}={min(int(value), SMALL_SETTINGS[key])}"
     return out
 
 
@@ -98,9 +108,8 @@ def skip_reason(line: str) -> str | None:
     for pattern, reason in SKIPS:
         if re.search(pattern, line):
             return reason
-    for prefix, reason in LONG.items():
-        if " ".join(words[1:3]) == prefix:
-            return reason
+    if LONG_MARK.search(line):
+        return "a long version, named so in the README; its short version runs"
     if "nb201" in line and not (SHARED / "data" / "nb201").exists():
         return f"the shared NB201 table is not at {SHARED}/data/nb201"
     return None
@@ -121,6 +130,12 @@ def test_readme_has_examples():
     joined = [c for c in lines if c.startswith("hwnas import-table")]
     assert joined and "--device-name" in joined[0]
     assert shrink(["hwnas", "sample", "x", "-n", "1000"])[-1] == "6"
+    assert (
+        shrink(["hwnas", "search", "--set", "predictor_samples=100"])[-1] == "predictor_samples=12"
+    )
+    assert shrink(["hwnas", "search", "--set", "lam=1"])[-1] == "lam=1"
+    assert skip_reason("hwnas search autoslim --budget 10   # long version: an hour") is not None
+    assert skip_reason("hwnas search autoslim --budget 1   # ~5 min here") is None
 
 
 @pytest.mark.slow

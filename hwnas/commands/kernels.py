@@ -29,6 +29,35 @@ def _types(text: str | None) -> tuple[str, ...] | None:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
+#: Calibration networks per sampled kernel by default: a network costs several kernels
+#: (a longer timing budget, at least 10 runs of a whole network, a larger export), so
+#: this keeps them a minor share of a campaign, however small -n is. An interval needs
+#: 8 of them (-n 96 or more, or --networks 8).
+KERNELS_PER_NETWORK = 12
+MAX_NETWORKS = 40
+
+
+def default_networks(n: int) -> int:
+    """Calibration networks for ``-n N`` kernels: one per 12, at most 40 (0 when N is 0)."""
+    if n <= 0:
+        return 0
+    return min(MAX_NETWORKS, -(-n // KERNELS_PER_NETWORK))
+
+
+def _rough_time(args, settings, net_settings) -> str:
+    """A plan line's range from step counts and budgets (not a measured figure): each
+    kernel its budget plus 1-3 s of export; each network its budget plus 3 s, up to a
+    minute for a large random network (at least 10 timed runs of it)."""
+    kernels = args.n + args.adaptive * args.rounds
+    lo = kernels * (settings.budget_s + 1.0) + args.networks * (net_settings.budget_s + 3.0)
+    hi = kernels * (settings.budget_s + 3.0) + args.networks * 60.0
+
+    def words(s: float) -> str:
+        return f"{max(1, round(s / 60))} min" if s >= 60 else f"{max(1, round(s))} s"
+
+    return f"{words(lo)} to {words(hi)}"
+
+
 def run_sample(args) -> int:
     from hwnas.predictors.kernels.campaign import (
         KERNEL_SETTINGS,
@@ -38,6 +67,8 @@ def run_sample(args) -> int:
     )
     from hwnas.store import Store
 
+    if args.networks is None:
+        args.networks = default_networks(args.n)
     if args.n < 0 or args.networks < 0 or args.adaptive < 0 or args.rounds < 0:
         raise ConfigError("-n, --networks, --adaptive and --rounds must be >= 0")
     if args.budget is not None and args.budget <= 0:
@@ -51,6 +82,14 @@ def run_sample(args) -> int:
         settings = replace(settings, budget_s=args.budget)
         net_settings = replace(net_settings, budget_s=max(args.budget, net_settings.budget_s))
     total = args.n + args.networks + args.adaptive * args.rounds
+    if not args.json:
+        err_console.print(
+            f"sample-kernels: {args.n} kernels (~{settings.budget_s:g} s of timed runs each), "
+            f"{args.networks} calibration networks (~{net_settings.budget_s:g} s each, longer "
+            f"for a slow one) and up to {args.adaptive * args.rounds} adaptive kernels on "
+            f"{args.device}, each exported first: roughly {_rough_time(args, settings, net_settings)}"
+            f" on a 2-core CPU; stored as measured in {args.db} (re-run to resume)"
+        )
     store = Store(args.db)
     try:
         with progress(total, f"kernels on {args.device}", enabled=not args.json) as bar:
@@ -73,6 +112,7 @@ def run_sample(args) -> int:
                 isolate=args.isolate,
                 on_progress=tick,
             )
+            bar.finish()  # adaptive rounds skipped (too little data) end the bar at N/N
     finally:
         store.close()
     result = {
@@ -94,11 +134,11 @@ def run_sample(args) -> int:
             ["kernel type", "measured now"],
             sorted(summary.by_type.items()),
         )
-        t.caption = (
+        console.print(t)
+        console.print(
             f"{summary.measured} kernels + {summary.networks_measured} calibration networks measured, "
             f"{summary.skipped} already in {args.db}, {summary.failed} failed, {summary.seconds:.0f} s"
         )
-        console.print(t)
         for f in summary.failures[:10]:
             err_console.print(f"[yellow]failed:[/] {f}")
         console.print(
@@ -288,8 +328,9 @@ def register(sub) -> None:
     p.add_argument(
         "--networks",
         type=nonneg_int,
-        default=40,
-        help="random calibration networks measured whole (default 40; 0 = no calibration)",
+        default=None,
+        help="random calibration networks measured whole (default: one per 12 kernels of -n, "
+        "at most 40; an interval needs 8; 0 = no calibration)",
     )
     p.add_argument(
         "--adaptive",

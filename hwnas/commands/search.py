@@ -26,6 +26,13 @@ from hwnas.commands._common import (
     seconds,
     seed,
 )
+from hwnas.commands._search_summary import (
+    ARCH_WIDTH,
+    accuracy_label,
+    final_tables,
+    records_table,
+    reward_line,
+)
 from hwnas.errors import ConfigError
 
 _EPILOG = """\
@@ -180,8 +187,11 @@ def register(subparsers) -> None:
         help="evaluate each batch of candidates on Ray tasks (extra 'ray'): the same history "
         "as without; a local cluster without ADDRESS (HOST:PORT or auto)",
     )
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON (no bars)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--wide", action="store_true", help="full architecture strings in the summary tables"
+    )
     p.set_defaults(func=run)
 
 
@@ -287,19 +297,39 @@ def build_objective(args, space, store) -> Any:
     return obj
 
 
-def _fmt_row(r, verified: bool = False) -> list[Any]:
-    t = r.terms
-    mem = None if t.memory_bytes is None else f"{t.memory_bytes / 1e6:.3f}"
-    lat: list[Any] = [t.latency_ms]
-    if verified:
-        lat = [t.latency_predicted_ms, t.latency_measured_ms if t.verified == "ok" else t.verified]
-    return [r.step, r.arch_str, t.accuracy, *lat, mem, t.reward, "yes" if t.feasible else "no"]
+def _bar_total_from_searcher(searcher: Any, budget: int, bar: Any, show: bool) -> None:
+    """Once the searcher is reset, size the bar by what it will propose, and say so.
+
+    Latency-DARTS proposes ``snapshots`` cells, MemNAS 1 + rounds x (top_k + explore),
+    AutoSlim one per target: with a larger ``--budget`` the bar would end at ``1/5``.
+    The searcher's own ``reset`` is wrapped on this instance only (the run loop is not
+    touched); a searcher without ``expected_evaluations`` keeps the budget.
+    """
+    expected = getattr(searcher, "expected_evaluations", None)
+    if expected is None:
+        return
+    reset = searcher.reset
+
+    def reset_then_size(*a: Any, **kw: Any) -> None:
+        reset(*a, **kw)
+        n = int(expected())
+        if n < budget:
+            bar.update(total=max(1, n))
+            if show:
+                from hwnas.commands._common import err_console
+
+                err_console.print(
+                    f"{searcher.name} will evaluate at most {n} candidate(s) with these "
+                    f"settings; --budget {budget} is an upper bound"
+                )
+
+    searcher.reset = reset_then_size
 
 
 def run(args) -> int:
     if args.show_settings:
         return _show_settings(args.algo)
-    from hwnas.commands._common import console, err_console, print_json, progress, table
+    from hwnas.commands._common import console, err_console, print_json, progress
     from hwnas.searchers import SearchLog, create_searcher
     from hwnas.spaces import get_space
     from hwnas.store import Store
@@ -323,9 +353,11 @@ def run(args) -> int:
     store = Store(args.db)
     log = SearchLog(args.db)
     objective = build_objective(args, space, store)
+    show = not (args.quiet or args.json)
     try:
-        with progress(args.budget, f"{args.algo} on {space.name}", enabled=not args.quiet) as bar:
+        with progress(args.budget, f"{args.algo} on {space.name}", enabled=show) as bar:
             seen: set[str] = set()
+            _bar_total_from_searcher(searcher, args.budget, bar, show)
 
             def on_record(rec, history) -> None:
                 if rec.arch.id not in seen:
@@ -354,6 +386,7 @@ def run(args) -> int:
                 history = searcher.run(
                     space, objective, args.budget, args.seed, log=log, progress=on_record
                 )
+            bar.finish()  # a searcher that proposed fewer than --budget ends at N/N
     finally:
         objective.close()
     summary = history.summary()
@@ -397,8 +430,8 @@ def run(args) -> int:
     if summary.get("stopped"):
         err_console.print(f"[yellow]{summary['stopped']}[/]")
     verified = bool(history.meta.get("verify"))
-    lat_cols = ["predicted ms", "measured ms"] if verified else ["latency ms"]
-    cols = ["step", "architecture", "accuracy", *lat_cols, "memory MB", "reward", "feasible"]
+    acc = accuracy_label(objective, args.algo)
+    console.print(reward_line(objective, args.algo))
     best = history.answer()
     if best is None and verified:
         v = summary.get("verification") or {}
@@ -409,23 +442,25 @@ def run(args) -> int:
         )
     elif best is None:
         err_console.print("[yellow]no evaluated candidate met the constraints[/]")
-    else:
+    elif args.algo != "naswot":  # naswot's answer is its pick, in its own table below
         title = (
             f"answer: measured on {history.meta['verify']} within the target"
             if verified
-            else "best feasible (by reward)"
+            else "answer: best feasible by reward"
         )
-        console.print(table(title, cols, [_fmt_row(best, verified)]))
+        console.print(records_table(title, [best], acc, verified, args.wide))
     if history.final:
-        console.print("final: " + json.dumps(_plain(history.final), default=str))
+        for t in final_tables(args.algo, history.final, history, objective, args.wide):
+            console.print(t)
     front = history.pareto_front()
     if front:
         console.print(
-            table(
-                f"Pareto front ({len(front)})",
-                cols,
-                [_fmt_row(r, verified) for r in front[:20]],
-            )
+            records_table(f"Pareto front ({len(front)})", front[:20], acc, verified, args.wide)
+        )
+    longest = max((len(r.arch_str) for r in history.records), default=0)
+    if not args.wide and longest > ARCH_WIDTH:
+        err_console.print(
+            "architectures shortened: --wide prints them in full (--out DIR: history.csv has them)"
         )
     if args.out:
         err_console.print(

@@ -77,6 +77,11 @@ def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[tor
             yield idx
 
 
+def n_batches(n: int, batch_size: int) -> int:
+    """How many batches :func:`batches` yields (a progress bar's total)."""
+    return n // batch_size + (1 if n % batch_size >= 2 else 0)
+
+
 @torch.no_grad()
 def accuracy(model: torch.nn.Module, data: ImageSet, batch_size: int = 256) -> float:
     """Top-1 accuracy (%) of ``model`` (in eval mode) on ``data``."""

@@ -33,7 +33,9 @@ the classifier (AutoSlim's "FLOPs" count multiply-adds: halve ours to compare).
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +44,8 @@ import torch
 from hwnas.errors import ConfigError
 from hwnas.models.slimmable import SlimmableMobileNetV2
 from hwnas.objectives import MemoryEstimator, parse_bytes, parse_latency_ms
-from hwnas.searchers._data import load_split
+from hwnas.report.progress import step
+from hwnas.searchers._data import load_split, n_batches
 from hwnas.searchers.base import Candidate, History, Record, Searcher
 from hwnas.searchers.registry import SEARCHERS
 from hwnas.searchers.slimmable import (
@@ -59,6 +62,14 @@ if TYPE_CHECKING:
     from hwnas.spaces.base import SearchSpace
 
 _FLOPS_UNITS = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
+
+# What the plan lines say before a step starts: estimates from CPU profiles (process
+# time, one thread) of a batch and of one BN recalibration + evaluation, not wall timing.
+_TRAIN_NOTE = "about 1 s per batch on one thread (the bar shows the real rate)"
+_GREEDY_NOTE = (
+    "about 2.5 s per width judged with 2,000 calibration images on one thread, less with "
+    "fewer (calib_images) and for narrower widths"
+)
 
 
 def parse_flops(text: str, widest_flops: float) -> float:
@@ -191,23 +202,37 @@ class AutoSlim(Searcher):
         net = SlimmableMobileNetV2(
             self.grid.channels(self.grid.widest()), len(train.classes), space.dropout
         )
-        self.train_losses = train_slimmable(
-            net,
-            self.grid,
-            train,
-            SlimTrainSettings(
-                s.epochs,
-                s.batch_size,
-                s.lr,
-                s.momentum,
-                s.weight_decay,
-                s.num_random,
-                s.threads,
-                s.warmup_epochs,
-                s.grad_clip,
+        per_epoch = n_batches(len(train), s.batch_size)
+        bar_cm = step(
+            s.epochs * per_epoch,
+            "autoslim slimmable training",
+            plan=(
+                f"autoslim: training a slimmable MobileNetV2 ({self.grid.n_layers} layers, widest "
+                f"= step {s.max_step}) for {s.epochs} epochs x {per_epoch} batches of "
+                f"{s.batch_size} '{s.data}' images at {s.input_size}x{s.input_size}, "
+                f"{2 + s.num_random} widths per batch (sandwich rule); {_TRAIN_NOTE}"
             ),
-            seed,
+            unit="batches",
         )
+        with bar_cm as bar:
+            self.train_losses = train_slimmable(
+                net,
+                self.grid,
+                train,
+                SlimTrainSettings(
+                    s.epochs,
+                    s.batch_size,
+                    s.lr,
+                    s.momentum,
+                    s.weight_decay,
+                    s.num_random,
+                    s.threads,
+                    s.warmup_epochs,
+                    s.grad_clip,
+                ),
+                seed,
+                on_batch=lambda e: bar.advance(status=f"epoch {e}/{s.epochs}"),
+            )
         gen = torch.Generator().manual_seed(seed + 1)
         order = torch.randperm(len(train), generator=gen)
         # AutoSlim re-estimates BN statistics on 2,000 training images; fewer than
@@ -238,6 +263,9 @@ class AutoSlim(Searcher):
         )
         start = self.slimmer.start()
         self.widest_flops = 2.0 * start.macs
+        self.narrowest_flops = 2.0 * mobilenetv2_macs(
+            self.grid.channels(self.grid.narrowest()), size, num_classes
+        )
         self.targets = self._targets(obj)
         self.latency_cache: dict[int, float] = {}
         self.memory_cache: dict[int, int] = {}
@@ -312,19 +340,26 @@ class AutoSlim(Searcher):
     def done(self) -> bool:
         return self.exhausted or all(t.met_at is not None for t in self.targets)
 
+    def expected_evaluations(self) -> int:
+        """At most one configuration per target (a progress bar's total)."""
+        return len(self.targets)
+
     def propose(self, n: int) -> list[Candidate]:
         st = self.slimmer.current
         met = self._met_now(st) if self.resolve_pending else []
         self.resolve_pending = False
-        while not met:
-            if all(t.met_at is not None for t in self.targets):
-                return []
-            nxt = self.slimmer.step()
-            if nxt is None:
-                self.exhausted = True
-                return []
-            st = nxt
-            met = self._met_now(st)
+        if not met:
+            with self._greedy_bar(st) as tick:
+                while not met:
+                    if all(t.met_at is not None for t in self.targets):
+                        return []
+                    nxt = self.slimmer.step()
+                    if nxt is None:
+                        self.exhausted = True
+                        return []
+                    st = nxt
+                    met = self._met_now(st)
+                    tick(st, bool(met))
         hit = {
             "targets": [t.label() for t in met],
             "step": st.step,
@@ -338,6 +373,46 @@ class AutoSlim(Searcher):
             hit["memory_bytes"] = self.memory_cache[st.step]
         self.hits.append(hit)
         return [Candidate(self.grid.arch(st.steps), "autoslim", dict(hit))]
+
+    @contextlib.contextmanager
+    def _greedy_bar(self, st: SlimStep) -> Iterator[Callable[[SlimStep, bool], None]]:
+        """A bar over the greedy descent to the next target, in points of the way there.
+
+        The next target met is the loosest unmet FLOPs target when there is one (FLOPs
+        fall at every step); for latency or memory alone, the way down to the narrowest
+        network (the bar then jumps to the end when the target is met earlier).
+        """
+        unmet = [t for t in self.targets if t.met_at is None]
+        flops = [t for t in unmet if t.kind == "flops"]
+        start = 2.0 * st.macs
+        goal = max(t.value for t in flops) if flops else self.narrowest_flops
+        label = (flops[0] if flops else unmet[0]).label() if unmet else "the narrowest network"
+        removals = sum(self.grid.slim(st.steps, i) is not None for i in range(self.grid.n_layers))
+        plan = (
+            f"autoslim: greedy slimming from {start / self.widest_flops:.0%} of the widest FLOPs "
+            f"towards {label}: each step judges up to {removals} one-group removals, each after "
+            f"recalibrating BN on {self.bn_calibration['images']} images; {_GREEDY_NOTE}"
+        )
+        with step(100, "autoslim greedy slimming", plan=plan, unit="%") as bar:
+            judged = [0]
+
+            def on_eval() -> None:
+                judged[0] += 1
+                bar.update(status=f"step {len(self.slimmer.path)}: {judged[0]} widths judged")
+
+            def tick(now: SlimStep, met: bool) -> None:
+                judged[0] = 0
+                done = 100 if met else int(100 * (start - 2.0 * now.macs) / max(1.0, start - goal))
+                bar.update(
+                    completed=max(0, min(100, done)),
+                    status=f"step {now.step}: {2.0 * now.macs / self.widest_flops:.0%} of widest FLOPs",
+                )
+
+            self.slimmer.on_eval = on_eval
+            try:
+                yield tick
+            finally:
+                self.slimmer.on_eval = None
 
     def update(self, records: list[Record]) -> None:
         """The path depends on the slimmable network only, not on the evaluated candidates."""

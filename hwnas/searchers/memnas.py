@@ -49,6 +49,7 @@ from hwnas.arch import Arch
 from hwnas.errors import ConfigError
 from hwnas.objectives import MemoryEstimator, Terms
 from hwnas.profilers.memory import MEMNAS_WEIGHTS
+from hwnas.report.progress import announce
 from hwnas.searchers.base import Candidate, History, Record, Searcher
 from hwnas.searchers.memnas_controller import LOSSES, RankingTrainer, kendall_tau
 from hwnas.searchers.registry import SEARCHERS
@@ -122,6 +123,10 @@ class MemNASSettings:
 
 def _finite(v: Any) -> bool:
     return isinstance(v, int | float) and math.isfinite(v)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3f}" if _finite(v) else str(v)
 
 
 @SEARCHERS.register("memnas")
@@ -208,6 +213,10 @@ class MemNAS(Searcher):
     def done(self) -> bool:
         return self.base_proposed and self.round >= self.settings.rounds
 
+    def expected_evaluations(self) -> int:
+        """At most: the base, then ``top_k + explore`` per round (a progress bar's total)."""
+        return 1 + self.settings.rounds * (self.settings.top_k + self.settings.explore)
+
     def batch_size(self) -> int:
         return 1 if not self.base_proposed else self.settings.top_k + self.settings.explore
 
@@ -224,6 +233,13 @@ class MemNAS(Searcher):
             self.round = self.settings.rounds  # nothing left to grow or trim
             return []
         archs = [space.arch_of(net) for net, _ in cands]
+        grown = sum(m.kind == "grow" for _, m in cands)
+        announce(
+            f"memnas round {self.round + 1}/{self.settings.rounds}: {len(cands)} candidates "
+            f"({grown} grown, {len(cands) - grown} trimmed) from {space.format(self.base)}; "
+            f"evaluating the controller's top {self.settings.top_k} + {self.settings.explore} "
+            f"explored ({self.objective.accuracy.name} accuracy each)"
+        )
         tokens = torch.from_numpy(np.stack([space.cell_tokens(a) for a in archs]))
         scores = self.trainer.score(tokens)
         ranked = [int(i) for i in np.argsort(-scores, kind="stable")]
@@ -340,6 +356,11 @@ class MemNAS(Searcher):
             )
             self._set_base(rec.arch, rec.terms)
         self.rounds_log.append(entry)
+        announce(
+            f"memnas round {self.round}/{self.settings.rounds} done: reward "
+            f"{_fmt(entry.get('reward'))}, accuracy {_fmt(entry.get('accuracy'))}, controller "
+            f"Kendall tau {_fmt(tau)}; next base {entry.get('chosen')}"
+        )
 
     def finalize(self, history: History, space: SearchSpace, objective: Objective) -> dict | None:
         text, t = self.initial

@@ -22,6 +22,7 @@ import numpy as np
 from hwnas.errors import ConfigError
 from hwnas.evaluators.naswot import NaswotEvaluator, NaswotSettings
 from hwnas.objectives import Objective
+from hwnas.report.progress import announce
 from hwnas.searchers.base import Candidate, History, Record, Searcher
 from hwnas.searchers.registry import SEARCHERS
 from hwnas.spaces.base import SearchSpace
@@ -64,6 +65,17 @@ class NaswotSearch(Searcher):
         self.rng = np.random.default_rng(seed)
         self.ids: set[str] = set()
         self.scored = 0  # candidates scored (cheaply rejected ones are not)
+        scorer = self.objective.accuracy
+        batch = getattr(getattr(scorer, "settings", None), "batch_size", self.settings.batch_size)
+        announce(
+            f"naswot: scoring {self.n} random {space.name} networks at initialisation (each "
+            f"built and run once on {batch} images: seconds, not a training), then evaluating "
+            "the best feasible one with the objective's accuracy term"
+        )
+
+    def expected_evaluations(self) -> int:
+        """The networks it scores (a progress bar's total)."""
+        return self.n
 
     def batch_size(self) -> int:
         return max(1, self.n - self.scored)

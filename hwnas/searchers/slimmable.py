@@ -155,8 +155,12 @@ def train_slimmable(
     settings: SlimTrainSettings,
     seed: int,
     on_epoch: Callable[[int, float], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> list[float]:
-    """Sandwich-rule training with in-place distillation; the mean loss of each epoch."""
+    """Sandwich-rule training with in-place distillation; the mean loss of each epoch.
+
+    ``on_batch(epoch)`` is called after each step (a progress bar's tick).
+    """
     s = settings
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -198,6 +202,8 @@ def train_slimmable(
                 opt.step()
                 sched.step()
                 n += 1
+                if on_batch is not None:
+                    on_batch(epoch + 1)
             losses.append(total / max(1, n))
             if on_epoch is not None:
                 on_epoch(epoch + 1, losses[-1])
@@ -286,6 +292,7 @@ class GreedySlimmer:
     layer_names: list[str]
     threads: int = 1
     path: list[SlimStep] = field(default_factory=list)
+    on_eval: Callable[[], None] | None = None  # after each width judged (a progress tick)
 
     def start(self) -> SlimStep:
         steps = self.grid.widest()
@@ -314,6 +321,8 @@ class GreedySlimmer:
                     continue
                 tried += 1
                 acc, ce = evaluate_width(self.net, self.grid.channels(cand), self.calib, self.val)
+                if self.on_eval is not None:
+                    self.on_eval()
                 key = (acc, -ce)
                 if best is None or key > (best[0], -best[1]):
                     best = (acc, ce, layer, cand)
