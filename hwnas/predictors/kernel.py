@@ -477,7 +477,10 @@ class KernelPredictor(Predictor):
             by_type.setdefault(kind, []).append(j)
         part_pred = np.zeros(len(parts))
         for kind, idx in by_type.items():
-            sub = [replace(parts[j][1], type=kind) for j in idx]
+            sub = [
+                parts[j][1] if parts[j][1].type == kind else replace(parts[j][1], type=kind)
+                for j in idx
+            ]
             base = np.maximum(_roofline_design(sub) @ self.roofline[kind], 1e-6)
             if kind in self.trees:
                 base = base * np.exp(self.trees[kind].predict(self._features(sub, base)))
