@@ -269,3 +269,45 @@ def test_litert_kernels_are_the_tflite_operators(tmp_path, resblock_onnx):
     assert ks[-1].type == "fc" and ks[-1].cin == 16 and ks[-1].cout == 10
     got = read_kernels(resblock_onnx, runtime="litert", tflite=art.path)
     assert got.source == "runtime" and got.reader == LITERT_READER
+
+
+def test_ort_reading_is_cached_by_content_and_runtime_version(resblock_onnx, tmp_path, monkeypatch):
+    """A second reading of the same file comes from the cache (no ORT session); a copy
+    with other content, another ORT version or a damaged cache file is read afresh."""
+    import shutil
+
+    from hwnas.predictors.kernels import runtime as rt
+
+    monkeypatch.setenv("HWNAS_CACHE", str(tmp_path / "cache"))
+    rt._MEMO.clear()
+    first = ort_kernels(resblock_onnx, optimization="all")
+    assert list((tmp_path / "cache" / "kernels").glob("*.json"))
+
+    def no_session(*a, **k):
+        raise AssertionError("the cached reading should not create an ORT session")
+
+    monkeypatch.setattr(rt, "_read_optimized", no_session)
+    assert ort_kernels(resblock_onnx, optimization="all") == first
+    rt._MEMO.clear()  # a new process: the disk cache answers
+    again = ort_kernels(resblock_onnx, optimization="all")
+    assert again == first and [k.reader for k in again] == [k.reader for k in first]
+    # the same bytes under another name hit; other bytes, another ORT version miss
+    same = tmp_path / "same.onnx"
+    shutil.copy(resblock_onnx, same)
+    assert ort_kernels(same, optimization="all") == first
+    other = onnx.load(resblock_onnx)
+    other.doc_string = "changed"
+    onnx.save(other, str(tmp_path / "other.onnx"))
+    with pytest.raises(AssertionError, match="cached reading"):
+        ort_kernels(tmp_path / "other.onnx", optimization="all")
+    monkeypatch.setattr(rt, "ort_reader_name", lambda opt="all": f"onnxruntime 0.0.0 {opt}")
+    with pytest.raises(AssertionError, match="cached reading"):
+        ort_kernels(resblock_onnx, optimization="all")
+    monkeypatch.undo()
+    # a damaged cache file is ignored and rewritten
+    monkeypatch.setenv("HWNAS_CACHE", str(tmp_path / "cache"))
+    rt._MEMO.clear()
+    for f in (tmp_path / "cache" / "kernels").glob("*.json"):
+        f.write_text("{not json")
+    assert ort_kernels(resblock_onnx, optimization="all") == first
+    assert ort_kernels(resblock_onnx, optimization="all", cache=False) == first
