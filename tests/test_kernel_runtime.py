@@ -311,3 +311,26 @@ def test_ort_reading_is_cached_by_content_and_runtime_version(resblock_onnx, tmp
         f.write_text("{not json")
     assert ort_kernels(resblock_onnx, optimization="all") == first
     assert ort_kernels(resblock_onnx, optimization="all", cache=False) == first
+
+
+def test_sampled_modules_are_reproducible_so_their_exports_are_cached():
+    """Same configuration -> same weights (same export cache entry); the global RNG untouched."""
+    from hwnas.export.onnx_export import module_fingerprint
+    from hwnas.predictors.kernels.campaign import planned_kernels, planned_networks
+    from hwnas.predictors.kernels.sampling import build_kernel, build_network
+
+    kind, cfg = planned_kernels(1, seed=3)[0]
+    spec = planned_networks(1, seed=3)[0]
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a, _ = build_kernel(kind, cfg)
+    n1, _ = build_network(spec)
+    assert torch.equal(torch.rand(1), before)  # the caller's RNG stream is unchanged
+    b, _ = build_kernel(kind, cfg)
+    n2, _ = build_network(spec)
+    assert module_fingerprint(a) == module_fingerprint(b)
+    assert module_fingerprint(n1) == module_fingerprint(n2)
+    other_kind, other_cfg = planned_kernels(2, seed=3)[1]
+    if other_kind == kind:
+        assert module_fingerprint(build_kernel(other_kind, other_cfg)[0]) != module_fingerprint(a)

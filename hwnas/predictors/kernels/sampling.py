@@ -29,6 +29,8 @@ them is a zoo model.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import math
 from collections.abc import Callable
 from typing import Any
@@ -334,7 +336,36 @@ def _act(name: str) -> nn.Module:
     return factory() if factory is not None else nn.Identity()
 
 
+@contextlib.contextmanager
+def _seeded(key: tuple):
+    """Weights drawn from a generator seeded by ``key``, the global torch RNG left untouched.
+
+    The same configuration then always gives the same module, so its ONNX
+    export (cached by the module's weights) and its runtime-read kernels are
+    found in the caches by a re-run, or by a campaign prepared beforehand:
+    only the measuring is left for the quiet machine.
+    """
+    seed = int(hashlib.sha256(repr(key).encode()).hexdigest()[:8], 16)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def build_kernel(kind: str, cfg: tuple) -> tuple[nn.Module, tuple[int, ...]]:
+    """A torch module that exports to exactly one ``kind`` kernel, and its input shape
+    (weights seeded by the configuration; see :func:`_build_kernel`)."""
+    with _seeded(("kernel", kind, tuple(cfg))):
+        return _build_kernel(kind, cfg)
+
+
+def build_network(spec: tuple) -> tuple[nn.Module, tuple[int, ...]]:
+    """The torch module of a :func:`sample_network` spec and its input shape (weights
+    seeded by the spec; see :func:`_build_network`)."""
+    with _seeded(("network", spec)):
+        return _build_network(spec)
+
+
+def _build_kernel(kind: str, cfg: tuple) -> tuple[nn.Module, tuple[int, ...]]:
     """A torch module that exports to exactly one ``kind`` kernel, and its input shape.
 
     The modules reuse the zoo's blocks (``ConvBNAct``, ``SqueezeExcite``) so a
@@ -458,7 +489,7 @@ def sample_network(rng: np.random.Generator) -> tuple:
     return (int(res), stem, tuple(blocks), head, classes)
 
 
-def build_network(spec: tuple) -> tuple[nn.Module, tuple[int, ...]]:
+def _build_network(spec: tuple) -> tuple[nn.Module, tuple[int, ...]]:
     """The torch module of a :func:`sample_network` spec, and its input shape."""
     from hwnas.models.blocks import (
         ClassifierHead,
