@@ -210,6 +210,51 @@ def predict_zoo_model(pred: KernelPredictor, art) -> tuple[float, int, int, floa
     return total, len(rows), sum(1 for r in rows if not r.sampled), cold, cached
 
 
+def prepare(devices: list[str], args, types: tuple[str, ...] | None) -> None:
+    """Export every planned kernel, calibration network and zoo model, and read their
+    runtime kernels, measuring nothing: CPU work that fills the export and kernel caches
+    (weights are seeded by the configuration), so the timed run only measures. Adaptive
+    rounds depend on the measurements and cannot be prepared; they are a small share."""
+    import torch
+
+    from hwnas.devices import create_device
+    from hwnas.export import to_onnx, to_tflite
+    from hwnas.models import create_model, list_models, model_input_shape
+    from hwnas.predictors.kernels.campaign import device_runtime, planned_kernels, planned_networks
+    from hwnas.predictors.kernels.runtime import ort_kernels
+    from hwnas.predictors.kernels.sampling import build_kernel, build_network
+
+    builds = [
+        lambda k=k, c=c: build_kernel(k, c) for k, c in planned_kernels(args.n, args.seed, types)
+    ]
+    builds += [lambda s=s: build_network(s) for s in planned_networks(args.networks, args.seed)]
+    runtimes = {device_runtime(d) for d in devices}
+    opts = {str(getattr(create_device(d), "optimization", "all")) for d in devices}
+    failed = 0
+    t0 = time.perf_counter()
+    for i, build in enumerate(builds):
+        module, shape = build()
+        try:
+            art = to_onnx(module, shape, label=f"prepare{i}", check=True)
+            for opt in opts:
+                ort_kernels(art.path, art.shapes_dict(), opt)
+            if "litert" in runtimes:
+                to_tflite(module, shape, label=f"prepare{i}", check=True)
+        except Exception as exc:  # measured (and recorded as failed) by the real run
+            failed += 1
+            print(f"  prepare {i}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if (i + 1) % 50 == 0:
+            print(f"  prepared {i + 1}/{len(builds)}", file=sys.stderr, flush=True)
+    models = list_models() if args.models == "all" else args.models.split(",")
+    for name in models:
+        torch.manual_seed(0)
+        to_onnx(create_model(name), model_input_shape(name), label=name)
+    print(
+        f"prepared {len(builds)} kernels and networks ({failed} failed) and {len(models)} zoo "
+        f"models in {time.perf_counter() - t0:.0f} s; now run the same command without --prepare"
+    )
+
+
 def _spearman(a: list[float], b: list[float]) -> float:
     from scipy import stats
 
@@ -234,6 +279,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--zoo-rounds", type=int, default=5, help="interleaved zoo rounds")
     ap.add_argument("--zoo-budget", type=float, default=4.0, help="seconds per zoo measurement")
     ap.add_argument("--skip-sampling", action="store_true", help="use what the databases hold")
+    ap.add_argument(
+        "--prepare",
+        action="store_true",
+        help="only export and read what the run will measure (no timing; run it beforehand)",
+    )
     ap.add_argument("--out", default=None, help="save the runtime predictors as OUT_<device>.npz")
     args = ap.parse_args(argv)
 
@@ -242,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
 
     devices = [d for d in args.devices.split(",") if d]
     types = tuple(args.types.split(",")) if args.types else None
+    if args.prepare:
+        prepare(devices, args, types)
+        return 0
     Path(args.db_dir).mkdir(parents=True, exist_ok=True)
     stores = {d: Store(Path(args.db_dir) / f"kernels_{d.replace(':', '_')}.db") for d in devices}
     preds: dict[tuple[str, str], KernelPredictor] = {}

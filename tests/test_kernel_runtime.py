@@ -334,3 +334,28 @@ def test_sampled_modules_are_reproducible_so_their_exports_are_cached():
     other_kind, other_cfg = planned_kernels(2, seed=3)[1]
     if other_kind == kind:
         assert module_fingerprint(build_kernel(other_kind, other_cfg)[0]) != module_fingerprint(a)
+
+
+def test_calibration_networks_hold_the_branchy_families_blocks():
+    """SqueezeNet's Fire, DenseNet's dense layer, ShuffleNetV2's unit and GoogLeNet's
+    Inception block appear among the calibration networks, and such networks build and run."""
+    from hwnas.predictors.kernels.campaign import planned_networks
+    from hwnas.predictors.kernels.sampling import BRANCHY_KINDS, build_network
+
+    specs = planned_networks(120, seed=0)
+    kinds = {b[0] for s in specs for b in s[2]}
+    assert set(BRANCHY_KINDS) <= kinds
+    branchy = sorted(
+        (s for s in specs if any(b[0] in BRANCHY_KINDS for b in s[2])), key=lambda s: s[0]
+    )
+    shown: set[str] = set()
+    for spec in branchy:
+        here = {b[0] for b in spec[2]} & set(BRANCHY_KINDS)
+        if here <= shown:
+            continue
+        shown |= here
+        net, shape = build_network(spec)
+        with torch.no_grad():
+            out = net(torch.zeros(shape))
+        assert out.shape == (1, spec[4])
+    assert shown == set(BRANCHY_KINDS)
