@@ -396,3 +396,22 @@ def test_cli_kernels_shows_a_models_kernels_and_prediction(tmp_path, capsys):
     assert out["predicted_ms"] == pytest.approx(total, rel=1e-9) and total > 0
     assert main(["sample-kernels", "--db", str(tmp_path / "x.db"), "--types", "conv,bogus"]) == 2
     assert "unknown kernel type(s) bogus" in capsys.readouterr().err
+
+
+def test_many_tiny_kernels_are_never_predicted_at_a_negative_latency():
+    """Networks whose kernels each cost less inside than alone give a negative per-kernel
+    overhead; a model of many kernels far smaller than that must still come out positive."""
+    recs, y = _synthetic(300)
+    rng = np.random.default_rng(5)
+    nets, yn = [], []
+    for _ in range(30):
+        idx = rng.choice(len(recs), size=int(rng.integers(5, 30)), replace=False)
+        nets.append(NetworkRecord(tuple(recs[i] for i in idx)))
+        yn.append(max(0.02, sum(max(0.3 * y[i], y[i] - 0.05) for i in idx)))
+    p = KernelPredictor(n_estimators=20).fit(list(recs) + nets, np.concatenate([y, yn]))
+    assert p.model_overhead_ms >= 0.0
+    tiny = sorted(range(len(recs)), key=lambda i: y[i])[:10]
+    many = [recs[i] for i in tiny] * 20
+    rows = p.explain(many)
+    assert all(r.in_model_ms >= 0.0 for r in rows)
+    assert p.predict_network(many) > 0.0

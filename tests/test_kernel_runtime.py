@@ -269,3 +269,93 @@ def test_litert_kernels_are_the_tflite_operators(tmp_path, resblock_onnx):
     assert ks[-1].type == "fc" and ks[-1].cin == 16 and ks[-1].cout == 10
     got = read_kernels(resblock_onnx, runtime="litert", tflite=art.path)
     assert got.source == "runtime" and got.reader == LITERT_READER
+
+
+def test_ort_reading_is_cached_by_content_and_runtime_version(resblock_onnx, tmp_path, monkeypatch):
+    """A second reading of the same file comes from the cache (no ORT session); a copy
+    with other content, another ORT version or a damaged cache file is read afresh."""
+    import shutil
+
+    from hwnas.predictors.kernels import runtime as rt
+
+    monkeypatch.setenv("HWNAS_CACHE", str(tmp_path / "cache"))
+    rt._MEMO.clear()
+    first = ort_kernels(resblock_onnx, optimization="all")
+    assert list((tmp_path / "cache" / "kernels").glob("*.json"))
+
+    def no_session(*a, **k):
+        raise AssertionError("the cached reading should not create an ORT session")
+
+    monkeypatch.setattr(rt, "_read_optimized", no_session)
+    assert ort_kernels(resblock_onnx, optimization="all") == first
+    rt._MEMO.clear()  # a new process: the disk cache answers
+    again = ort_kernels(resblock_onnx, optimization="all")
+    assert again == first and [k.reader for k in again] == [k.reader for k in first]
+    # the same bytes under another name hit; other bytes, another ORT version miss
+    same = tmp_path / "same.onnx"
+    shutil.copy(resblock_onnx, same)
+    assert ort_kernels(same, optimization="all") == first
+    other = onnx.load(resblock_onnx)
+    other.doc_string = "changed"
+    onnx.save(other, str(tmp_path / "other.onnx"))
+    with pytest.raises(AssertionError, match="cached reading"):
+        ort_kernels(tmp_path / "other.onnx", optimization="all")
+    monkeypatch.setattr(rt, "ort_reader_name", lambda opt="all": f"onnxruntime 0.0.0 {opt}")
+    with pytest.raises(AssertionError, match="cached reading"):
+        ort_kernels(resblock_onnx, optimization="all")
+    monkeypatch.undo()
+    # a damaged cache file is ignored and rewritten
+    monkeypatch.setenv("HWNAS_CACHE", str(tmp_path / "cache"))
+    rt._MEMO.clear()
+    for f in (tmp_path / "cache" / "kernels").glob("*.json"):
+        f.write_text("{not json")
+    assert ort_kernels(resblock_onnx, optimization="all") == first
+    assert ort_kernels(resblock_onnx, optimization="all", cache=False) == first
+
+
+def test_sampled_modules_are_reproducible_so_their_exports_are_cached():
+    """Same configuration -> same weights (same export cache entry); the global RNG untouched."""
+    from hwnas.export.onnx_export import module_fingerprint
+    from hwnas.predictors.kernels.campaign import planned_kernels, planned_networks
+    from hwnas.predictors.kernels.sampling import build_kernel, build_network
+
+    kind, cfg = planned_kernels(1, seed=3)[0]
+    spec = planned_networks(1, seed=3)[0]
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a, _ = build_kernel(kind, cfg)
+    n1, _ = build_network(spec)
+    assert torch.equal(torch.rand(1), before)  # the caller's RNG stream is unchanged
+    b, _ = build_kernel(kind, cfg)
+    n2, _ = build_network(spec)
+    assert module_fingerprint(a) == module_fingerprint(b)
+    assert module_fingerprint(n1) == module_fingerprint(n2)
+    other_kind, other_cfg = planned_kernels(2, seed=3)[1]
+    if other_kind == kind:
+        assert module_fingerprint(build_kernel(other_kind, other_cfg)[0]) != module_fingerprint(a)
+
+
+def test_calibration_networks_hold_the_branchy_families_blocks():
+    """SqueezeNet's Fire, DenseNet's dense layer, ShuffleNetV2's unit and GoogLeNet's
+    Inception block appear among the calibration networks, and such networks build and run."""
+    from hwnas.predictors.kernels.campaign import planned_networks
+    from hwnas.predictors.kernels.sampling import BRANCHY_KINDS, build_network
+
+    specs = planned_networks(120, seed=0)
+    kinds = {b[0] for s in specs for b in s[2]}
+    assert set(BRANCHY_KINDS) <= kinds
+    branchy = sorted(
+        (s for s in specs if any(b[0] in BRANCHY_KINDS for b in s[2])), key=lambda s: s[0]
+    )
+    shown: set[str] = set()
+    for spec in branchy:
+        here = {b[0] for b in spec[2]} & set(BRANCHY_KINDS)
+        if here <= shown:
+            continue
+        shown |= here
+        net, shape = build_network(spec)
+        with torch.no_grad():
+            out = net(torch.zeros(shape))
+        assert out.shape == (1, spec[4])
+    assert shown == set(BRANCHY_KINDS)

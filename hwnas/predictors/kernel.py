@@ -359,6 +359,7 @@ class KernelPredictor(Predictor):
         lo = np.full(A.shape[1], -np.inf)
         hi = np.full(A.shape[1], np.inf)
         lo[:n_t], hi[:n_t] = 0.05, 20.0
+        lo[-1] = 0.0  # a model never costs less than its kernels (see _calibrated)
         # Relative residuals (rows divided by y). The ridge pulls every
         # parameter to the plain sum (scales 1, the rest 0) with a strength
         # measured in each column's own units (its RMS), so it means the same
@@ -477,7 +478,10 @@ class KernelPredictor(Predictor):
             by_type.setdefault(kind, []).append(j)
         part_pred = np.zeros(len(parts))
         for kind, idx in by_type.items():
-            sub = [replace(parts[j][1], type=kind) for j in idx]
+            sub = [
+                parts[j][1] if parts[j][1].type == kind else replace(parts[j][1], type=kind)
+                for j in idx
+            ]
             base = np.maximum(_roofline_design(sub) @ self.roofline[kind], 1e-6)
             if kind in self.trees:
                 base = base * np.exp(self.trees[kind].predict(self._features(sub, base)))
@@ -492,11 +496,17 @@ class KernelPredictor(Predictor):
 
     def _calibrated(self, recs: Sequence[KernelRecord], pred: np.ndarray) -> np.ndarray:
         """Per-kernel contributions to a model's latency (they sum to the model prediction
-        minus the per-model constant)."""
+        minus the per-model constant).
+
+        The per-kernel overhead may be negative (a kernel alone pays a call
+        overhead it does not pay inside a model), but a kernel never takes time
+        away from a model: a contribution is at least 0, so a model of many tiny
+        kernels is never predicted at a negative latency.
+        """
         scale = np.asarray([self.calibration.get(r.type, 1.0) for r in recs])
         per_mb = np.asarray([self.bytes_ms_per_mb.get(r.type, 0.0) for r in recs])
         mb = np.asarray([_mbytes(r) for r in recs])
-        return scale * pred + per_mb * mb + self.kernel_overhead_ms
+        return np.maximum(scale * pred + per_mb * mb + self.kernel_overhead_ms, 0.0)
 
     def predict_network(self, kernels: Sequence[KernelRecord]) -> float:
         """Calibrated latency (ms) of a model given as its kernels."""

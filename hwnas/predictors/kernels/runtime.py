@@ -31,7 +31,10 @@ rules (saying why) when the runtime or the file it needs is missing.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -124,47 +127,6 @@ def optimized_onnx(
             raise ProfilingError(
                 f"ONNX Runtime could not optimise {path}: {exc}; check the file with `hwnas flops`"
             ) from exc
-
-
-def _tensor_shapes(
-    model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None
-) -> dict[str, tuple[int, ...]]:
-    """Shape of every tensor of an optimised graph: run it once on zeros, every tensor an output.
-
-    The saved graph holds ORT's own ops (blocked layouts, fused nodes) that
-    ONNX shape inference does not know; ORT itself does.
-    """
-    import onnxruntime as ort
-
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    have = {o.name for o in m.graph.output}
-    for node in m.graph.node:
-        for o in node.output:
-            if o and o not in have:
-                m.graph.output.append(onnx.helper.make_empty_tensor_value_info(o))
-                have.add(o)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    inits = {i.name for i in m.graph.initializer}
-    feeds = {}
-    for inp in sess.get_inputs():
-        if inp.name in inits:
-            continue
-        shape = (input_shapes or {}).get(inp.name) or (input_shapes or {}).get("")
-        if shape is None:
-            shape = tuple(d if isinstance(d, int) else 1 for d in inp.shape)
-        dtype = np.float32 if "float" in inp.type else np.int64
-        feeds[inp.name] = np.zeros(shape, dtype=dtype)
-    names = [o.name for o in sess.get_outputs()]
-    values = sess.run(names, feeds)
-    shapes = {n: tuple(int(d) for d in v.shape) for n, v in zip(names, values, strict=True)}
-    shapes.update({k: tuple(v.shape) for k, v in feeds.items()})
-    for init in m.graph.initializer:
-        shapes[init.name] = tuple(int(d) for d in init.dims)
-    return shapes
 
 
 def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
@@ -269,24 +231,190 @@ def _ort_node_kernel(
     )
 
 
+def _session_options(level, prepack: bool = False):
+    """ORT session options for reading a graph, not for timing it.
+
+    Pre-packing re-lays the weights out for the GEMM kernels when the session
+    is created; it costs time and memory and does not change the nodes the
+    optimised graph holds, so the reader turns it off.
+    """
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = level
+    so.log_severity_level = 3
+    if not prepack:
+        so.add_session_config_entry("session.disable_prepacking", "1")
+    return so
+
+
+def _read_optimized(
+    path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None, optimization: str
+) -> tuple[onnx.ModelProto, dict[str, tuple[int, ...]]]:
+    """ORT's optimised graph of ``path`` (weights left out) and the shape of each of its tensors.
+
+    Two sessions, no weight copied through Python: the first optimises and
+    saves the graph with its weights in a side file; the second loads that
+    graph with every tensor made an output (ORT resolves the side file itself)
+    and runs it once on zeros, since the blocked NCHWc tensors have no shapes
+    in the saved file and ONNX shape inference does not know ORT's ops.
+    """
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "optimized.onnx"
+        so = _session_options(_ort_level(optimization))
+        so.optimized_model_filepath = str(target)
+        so.add_session_config_entry(
+            "session.optimized_model_external_initializers_file_name", "optimized.data"
+        )
+        so.add_session_config_entry(
+            "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
+        )
+        try:
+            ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+            opt = onnx.load(str(target), load_external_data=False)
+        except Exception as exc:  # ORT raises its own exception types
+            raise ProfilingError(
+                f"ONNX Runtime could not optimise {path}: {exc}; check the file with `hwnas flops`"
+            ) from exc
+        m = onnx.ModelProto()
+        m.CopyFrom(opt)  # small: the weights stayed in the side file
+        have = {o.name for o in m.graph.output}
+        for node in m.graph.node:
+            for o in node.output:
+                if o and o not in have:
+                    m.graph.output.append(onnx.helper.make_empty_tensor_value_info(o))
+                    have.add(o)
+        probe = Path(tmp) / "probe.onnx"
+        onnx.save(m, str(probe))
+        try:
+            sess = ort.InferenceSession(
+                str(probe),
+                _session_options(ort.GraphOptimizationLevel.ORT_DISABLE_ALL),
+                providers=["CPUExecutionProvider"],
+            )
+            shapes = _run_for_shapes(sess, m, input_shapes)
+        except Exception as exc:
+            raise ProfilingError(
+                f"ONNX Runtime could not run the optimised graph of {path}: {exc}; "
+                "give --input-shape if an input is dynamic"
+            ) from exc
+    return opt, shapes
+
+
+def _run_for_shapes(
+    sess, m: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None
+) -> dict[str, tuple[int, ...]]:
+    """Run ``sess`` (every tensor of ``m`` an output) once on zeros; each tensor's shape."""
+    inits = {i.name for i in m.graph.initializer}
+    feeds = {}
+    for inp in sess.get_inputs():
+        if inp.name in inits:
+            continue
+        shape = (input_shapes or {}).get(inp.name) or (input_shapes or {}).get("")
+        if shape is None:
+            shape = tuple(d if isinstance(d, int) else 1 for d in inp.shape)
+        dtype = np.float32 if "float" in inp.type else np.int64
+        feeds[inp.name] = np.zeros(shape, dtype=dtype)
+    names = [o.name for o in sess.get_outputs()]
+    values = sess.run(names, feeds)
+    shapes = {n: tuple(int(d) for d in v.shape) for n, v in zip(names, values, strict=True)}
+    shapes.update({k: tuple(v.shape) for k, v in feeds.items()})
+    for init in m.graph.initializer:
+        shapes[init.name] = tuple(int(d) for d in init.dims)
+    return shapes
+
+
+# Bump when the mapping from ORT nodes to kernel records changes: cached
+# readings of an older mapping are then ignored.
+_READER_VERSION = 1
+_MEMO: dict[str, list[KernelRecord]] = {}
+_MEMO_MAX = 64
+_HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha256
+
+
+def kernel_cache_dir() -> Path:
+    """``$HWNAS_CACHE/kernels`` (default ``~/.cache/hwnas/kernels``): runtime-read kernels."""
+    return Path(os.environ.get("HWNAS_CACHE", Path.home() / ".cache" / "hwnas")) / "kernels"
+
+
+def _cache_key(
+    path: Path, input_shapes: dict[str, tuple[int, ...]] | None, optimization: str
+) -> str:
+    """Content hash of the file + shapes + ORT version and level + reader version."""
+    from hwnas.export.artifact import sha256_file
+
+    st = path.stat()
+    where = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    digest = _HASHES.get(where)  # hashing a large model costs more than predicting it
+    if digest is None:
+        digest = _HASHES[where] = sha256_file(path)
+    shapes = sorted((k, list(map(int, v))) for k, v in (input_shapes or {}).items())
+    text = json.dumps([digest, shapes, ort_reader_name(optimization), _READER_VERSION])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _cache_get(key: str, use_disk: bool) -> list[KernelRecord] | None:
+    if key in _MEMO:
+        return list(_MEMO[key])
+    if not use_disk:
+        return None
+    f = kernel_cache_dir() / f"{key}.json"
+    try:
+        recs = [KernelRecord.from_dict(d) for d in json.loads(f.read_text())]
+    except (OSError, ValueError, TypeError):
+        return None  # absent or damaged: read the model again
+    _memo_put(key, recs)
+    return list(recs)
+
+
+def _memo_put(key: str, recs: list[KernelRecord]) -> None:
+    if len(_MEMO) >= _MEMO_MAX:
+        _MEMO.pop(next(iter(_MEMO)))
+    _MEMO[key] = list(recs)
+
+
+def _cache_put(key: str, recs: list[KernelRecord], use_disk: bool) -> None:
+    _memo_put(key, recs)
+    if not use_disk:
+        return
+    from hwnas.export.atomic import publish, temp_path
+
+    try:
+        folder = kernel_cache_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = temp_path(folder, ".json")
+        Path(tmp).write_text(json.dumps([r.to_dict() for r in recs]))
+        publish(tmp, folder / f"{key}.json")
+    except OSError:
+        pass  # a read-only cache only costs the next reading its speed
+
+
 def ort_kernels(
     path: str | Path,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     optimization: str = "all",
+    cache: bool = True,
 ) -> list[KernelRecord]:
     """The kernels ONNX Runtime executes for ``path``: one per node of its optimised graph.
+
+    Reading them creates two ORT sessions and runs the model once, which costs
+    far more than predicting the kernels; so the reading is kept, in memory
+    and in :func:`kernel_cache_dir`, under the file's content hash, the input
+    shapes, the ORT version and level (a new ORT re-reads, as it may fuse
+    differently). ``cache=False`` reads afresh and stores nothing.
 
     Raises:
         ProfilingError: ORT cannot load or run the model.
     """
-    opt = optimized_onnx(path, optimization)
-    try:
-        shapes = _tensor_shapes(opt, input_shapes)
-    except Exception as exc:
-        raise ProfilingError(
-            f"ONNX Runtime could not run the optimised graph of {path}: {exc}; "
-            "give --input-shape if an input is dynamic"
-        ) from exc
+    path = Path(path)
+    key = _cache_key(path, input_shapes, optimization) if cache else ""
+    if cache:
+        hit = _cache_get(key, use_disk=True)
+        if hit is not None:
+            return hit
+    opt, shapes = _read_optimized(path, input_shapes, optimization)
     static = {i.name for i in opt.graph.initializer}
     static |= {o for n in opt.graph.node if n.op_type == "Constant" for o in n.output}
     reader = ort_reader_name(optimization)
@@ -295,6 +423,8 @@ def ort_kernels(
         rec = _ort_node_kernel(node, shapes, static)
         if rec is not None:
             out.append(replace(rec, reader=reader))
+    if cache:
+        _cache_put(key, out, use_disk=True)
     return out
 
 

@@ -29,6 +29,8 @@ them is a zoo model.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import math
 from collections.abc import Callable
 from typing import Any
@@ -334,7 +336,36 @@ def _act(name: str) -> nn.Module:
     return factory() if factory is not None else nn.Identity()
 
 
+@contextlib.contextmanager
+def _seeded(key: tuple):
+    """Weights drawn from a generator seeded by ``key``, the global torch RNG left untouched.
+
+    The same configuration then always gives the same module, so its ONNX
+    export (cached by the module's weights) and its runtime-read kernels are
+    found in the caches by a re-run, or by a campaign prepared beforehand:
+    only the measuring is left for the quiet machine.
+    """
+    seed = int(hashlib.sha256(repr(key).encode()).hexdigest()[:8], 16)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def build_kernel(kind: str, cfg: tuple) -> tuple[nn.Module, tuple[int, ...]]:
+    """A torch module that exports to exactly one ``kind`` kernel, and its input shape
+    (weights seeded by the configuration; see :func:`_build_kernel`)."""
+    with _seeded(("kernel", kind, tuple(cfg))):
+        return _build_kernel(kind, cfg)
+
+
+def build_network(spec: tuple) -> tuple[nn.Module, tuple[int, ...]]:
+    """The torch module of a :func:`sample_network` spec and its input shape (weights
+    seeded by the spec; see :func:`_build_network`)."""
+    with _seeded(("network", spec)):
+        return _build_network(spec)
+
+
+def _build_kernel(kind: str, cfg: tuple) -> tuple[nn.Module, tuple[int, ...]]:
     """A torch module that exports to exactly one ``kind`` kernel, and its input shape.
 
     The modules reuse the zoo's blocks (``ConvBNAct``, ``SqueezeExcite``) so a
@@ -417,7 +448,12 @@ def kernel_arch(kind: str, cfg: tuple) -> Arch:
 
 # ---- calibration networks ----------------------------------------------------------------
 
-BLOCK_KINDS = ("mb", "ds", "basic", "conv")
+# "fire", "dense", "shuffle" and "inception" are the zoo's own SqueezeNet, DenseNet,
+# ShuffleNetV2 and GoogLeNet blocks: calibration networks must hold their concats,
+# channel shuffles, in-network poolings and narrow 1x1 convs, or the calibration never
+# sees how those kernels behave inside a model.
+BLOCK_KINDS = ("mb", "ds", "basic", "conv", "fire", "dense", "shuffle", "inception")
+BRANCHY_KINDS = ("fire", "dense", "shuffle", "inception")
 
 
 def sample_network(rng: np.random.Generator) -> tuple:
@@ -427,25 +463,36 @@ def sample_network(rng: np.random.Generator) -> tuple:
     ``(kind, out_channels, kernel, stride, expand, se, act)`` with kind in
     :data:`BLOCK_KINDS`; ``head`` is the width of a final 1x1 conv (0: none).
     """
-    family = _pick(rng, {"mobile": 0.6, "resnet": 0.25, "mixed": 0.15})
+    family = _pick(rng, {"mobile": 0.45, "resnet": 0.2, "mixed": 0.1, "branchy": 0.25})
     res = _pick(rng, {224: 0.35, 192: 0.1, 160: 0.15, 128: 0.15, 96: 0.1, 64: 0.05, 32: 0.1})
     small = res <= 64
     stem_c = int(rng.choice([16, 24, 32, 48, 64]))
     if family == "resnet":
         stem = (stem_c, 3 if small else 7, 1 if small else 2, 0 if small else 1)
     else:
-        stem = (stem_c, 3, 1 if small else 2, 0)
+        stem = (stem_c, 3, 1 if small else 2, int(family == "branchy" and not small))
+    branchy = str(rng.choice(BRANCHY_KINDS)) if family == "branchy" else ""
     n_blocks = int(rng.integers(3, 17))
     n_down = int(rng.integers(2, 5)) if not small else int(rng.integers(1, 3))
     down_at = set(rng.choice(np.arange(n_blocks), size=min(n_down, n_blocks), replace=False))
     act = _pick(rng, {"relu": 0.5, "relu6": 0.3, "hswish": 0.2})
     c = stem_c
     blocks = []
+    hw = res // (stem[2] * (2 if stem[3] else 1))  # spatial size entering the blocks
     for i in range(n_blocks):
         stride = 2 if i in down_at else 1
+        if branchy and hw < 8:
+            stride = 1  # the pooling windows of these families need room
+        hw = -(-hw // stride)
         if stride == 2 or rng.random() < 0.25:
-            c = _snap(min(c * _pick(rng, {1.5: 0.5, 2: 0.5}), 640))
-        if family == "resnet" or (family == "mixed" and rng.random() < 0.4):
+            c = max(c, _snap(min(c * _pick(rng, {1.5: 0.5, 2: 0.5}), 640)))  # dense may pass 640
+        if branchy:
+            kind = branchy if rng.random() < 0.8 else str(rng.choice(BRANCHY_KINDS))
+            if kind == "dense":
+                c = c + 32  # DenseNet's growth of 32 per layer
+            elif kind == "shuffle" and stride == 1:
+                c = int(blocks[-1][1]) if blocks else stem_c  # a stride-1 unit keeps its width
+        elif family == "resnet" or (family == "mixed" and rng.random() < 0.4):
             kind = "basic"
         else:
             kind = _pick(rng, {"mb": 0.8, "ds": 0.12, "conv": 0.08})
@@ -458,7 +505,33 @@ def sample_network(rng: np.random.Generator) -> tuple:
     return (int(res), stem, tuple(blocks), head, classes)
 
 
-def build_network(spec: tuple) -> tuple[nn.Module, tuple[int, ...]]:
+def _branchy_block(kind: str, cin: int, cout: int, stride: int) -> list[nn.Module]:
+    """A zoo block of SqueezeNet, DenseNet, ShuffleNetV2 or GoogLeNet from ``cin`` to ``cout``.
+
+    Strides are the families' own: a 3x3/2 max pool before a Fire or an Inception
+    block, a 2x2 average pool after a dense layer (DenseNet's transition), the
+    stride-2 ShuffleNet unit.
+    """
+    from hwnas.models.densenet import DenseLayer
+    from hwnas.models.googlenet import Inception
+    from hwnas.models.shufflenet import ShuffleUnit
+    from hwnas.models.squeezenet import Fire
+
+    pool = [nn.MaxPool2d(3, 2, ceil_mode=True)] if stride == 2 else []
+    if kind == "fire":
+        e = max(8, cout // 2)
+        return [*pool, Fire(cin, max(8, cout // 8), e, cout - e)]
+    if kind == "dense":
+        tail = [nn.AvgPool2d(2, 2)] if stride == 2 else []
+        return [DenseLayer(cin, cout - cin, 4), *tail]
+    if kind == "shuffle":
+        return [ShuffleUnit(cin, cout, stride)]
+    c1, c5, pp = cout // 4, max(1, cout // 8), max(1, cout // 8)
+    c3 = cout - c1 - c5 - pp
+    return [*pool, Inception(cin, c1, max(1, c3 // 2), c3, max(1, c5 // 2), c5, pp)]
+
+
+def _build_network(spec: tuple) -> tuple[nn.Module, tuple[int, ...]]:
     """The torch module of a :func:`sample_network` spec, and its input shape."""
     from hwnas.models.blocks import (
         ClassifierHead,
@@ -487,6 +560,8 @@ def build_network(spec: tuple) -> tuple[nn.Module, tuple[int, ...]]:
                 layers.append(ConvBlock(c, cout, s, k, ratio, act=a))
             elif kind == "basic":
                 layers.append(BasicBlock(c, cout, s))
+            elif kind in BRANCHY_KINDS:
+                layers += _branchy_block(kind, c, cout, s)
             else:
                 raise ConfigError(f"unknown block kind '{kind}'; use one of {BLOCK_KINDS}")
             c = cout
