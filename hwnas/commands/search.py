@@ -56,6 +56,7 @@ BUILTIN_SEARCHERS = (
     "memnas",
     "mnasnet-rl",
     "naswot",
+    "npenas",
     "random",
 )
 
