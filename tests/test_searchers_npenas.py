@@ -72,10 +72,10 @@ def _best_feasible(table, space) -> float:
 def test_budget_counts_accuracy_evaluations_and_only_feasible_cells_are_evaluated(table):
     space = get_space("nb201")
     acc = CountingAccuracy(table)
-    hist = create_searcher("npenas").run(space, _objective(table, acc), 60, seed=0)
+    hist = create_searcher("npenas", init=10).run(space, _objective(table, acc), 40, seed=0)
     tab = load_table(table)
-    assert len(acc.asked) == len(set(acc.asked)) == 60  # no cell evaluated twice
-    assert hist.meta["accuracy_evaluations"] == 60
+    assert len(acc.asked) == len(set(acc.asked)) == 40  # no cell evaluated twice
+    assert hist.meta["accuracy_evaluations"] == 40
     by_id = {a.id: a for a in (r.arch for r in hist.records)}
     assert all(tab.value(space, by_id[i], "lat_ms") <= T for i in acc.asked)
     assert hist.answer() is not None and hist.answer().feasible
@@ -97,7 +97,8 @@ def test_the_predictor_guides_it_closer_to_the_best_feasible_cell_than_random(ta
     best = _best_feasible(table, space)
 
     def regret(algo, seed):
-        h = create_searcher(algo).run(space, _objective(table), 60, seed=seed)
+        settings = {"init": 10} if algo == "npenas" else {}
+        h = create_searcher(algo, **settings).run(space, _objective(table), 40, seed=seed)
         return best - float(h.answer().terms.accuracy)
 
     npenas = [regret("npenas", s) for s in range(3)]
