@@ -5,7 +5,7 @@ devices), with the table's CIFAR-10 accuracy as the accuracy term:
 
 * T = the device's 25th latency percentile; the best *truly* feasible cell
   (measured latency <= T) is known exactly from the table;
-* searchers ``random``, ``evolution``, ``mnasnet-rl`` with ``--reward hard``,
+* searchers ``random``, ``evolution``, ``mnasnet-rl``, ``npenas`` with ``--reward hard``,
   300 accuracy evaluations (``--budget``), cheap terms first at the 0.9 quantile;
 * latency from: the table itself (``table``: no predictor in the loop), or an
   ``mlp`` predictor trained on 100 or 900 measured cells of that device
@@ -22,7 +22,10 @@ feasible, and device measurements used (median / max). A search with no answer
 of the median (the ``none`` column counts them).
 
 Every result is appended to ``--results`` (JSON lines) as it finishes; a
-re-run skips what is there, so the seed count can be raised later. Table-based:
+re-run skips what is there, so the seed count can be raised later. Each row
+carries the searcher's full settings (``config``); the table only counts rows
+run with the current defaults, so changing a default never mixes old and new
+runs. Table-based:
 no timing is involved, the figures do not depend on the machine's load.
 
     python benchmarks/closed_loop.py --seeds 15 --jobs 2
@@ -39,11 +42,16 @@ import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
+# One BLAS thread per search process (NPENAS' predictor solves small systems, where
+# threads only contend; set before numpy is imported, in spawned workers too).
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
 
 CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201" / "nb201_benchmark.csv"
 ACC = "cifar10_acc"
-SEARCHERS = ("random", "evolution", "mnasnet-rl")
+SEARCHERS = ("random", "evolution", "mnasnet-rl", "npenas")
 MODES = ("table", "pred100", "pred100+verify", "pred900", "pred900+verify", "pred900+verify-q50")
 
 
@@ -137,11 +145,13 @@ def run_one(task: dict) -> dict:
     if "+verify" in mode:
         obj.verifier = Verifier(TableLatency(csv, device), f"table:{device}", 50)
     settings = task.get("settings") or {}
-    hist = create_searcher(algo, **settings).run(space, obj, task["budget"], seed=seed)
+    searcher = create_searcher(algo, **settings)
+    hist = searcher.run(space, obj, task["budget"], seed=seed)
     ans = hist.answer()
     tab = load_table(csv)
     row = {k: task[k] for k in ("device", "mode", "searcher", "seed", "budget")}
     row["settings"] = settings
+    row["config"] = config_of(algo, settings)
     row["measurements"] = int(hist.meta.get("device_measurements") or 0)
     row["accuracy_evaluations"] = int(hist.meta.get("accuracy_evaluations") or 0)
     row["stopped"] = hist.meta.get("stopped")
@@ -160,6 +170,14 @@ def run_one(task: dict) -> dict:
     return row
 
 
+def config_of(algo: str, settings: dict) -> dict:
+    """The searcher's full settings (defaults and overrides) a run used."""
+    from hwnas.evaluators.base import settings_to_dict
+    from hwnas.searchers import create_searcher
+
+    return settings_to_dict(create_searcher(algo, **settings).settings)
+
+
 def _key(r: dict) -> tuple:
     return (
         r["device"],
@@ -168,6 +186,7 @@ def _key(r: dict) -> tuple:
         int(r["seed"]),
         int(r["budget"]),
         json.dumps(r.get("settings") or {}, sort_keys=True),
+        json.dumps(r.get("config") or {}, sort_keys=True),
     )
 
 
@@ -203,6 +222,7 @@ def tasks_for(args, done: set) -> list[dict]:
                         "target": prob["target"],
                         "best": prob["best"],
                         "settings": settings.get(algo, {}),
+                        "config": config_of(algo, settings.get(algo, {})),
                     }
                     if mode.startswith("pred"):
                         t["predictor"] = preds[int(mode.removeprefix("pred").split("+")[0])]
@@ -215,9 +235,15 @@ def tasks_for(args, done: set) -> list[dict]:
 
 def summarise(rows: list[dict], budget: int) -> dict:
     groups: dict[tuple, list[dict]] = {}
+    defaults: dict[str, dict] = {}
     for r in rows:
         if int(r["budget"]) != budget or r.get("settings"):
             continue
+        algo = r["searcher"]
+        if algo not in defaults:
+            defaults[algo] = config_of(algo, {})
+        if r.get("config") != defaults[algo]:
+            continue  # run with other defaults than today's
         groups.setdefault((r["mode"], r["searcher"], r["device"]), []).append(r)
     out = {}
     for k, rs in groups.items():

@@ -63,6 +63,7 @@ BUILTIN_SEARCHERS = (
     "memnas",
     "mnasnet-rl",
     "naswot",
+    "npenas",
     "random",
 )
 

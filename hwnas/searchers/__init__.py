@@ -1,8 +1,8 @@
 """Searchers, one registry and one interface: ``create_searcher("evolution").run(space, objective, budget, seed)``.
 
 Built in: ``random``, ``evolution`` (regularised evolution), ``mnasnet-rl``
-(MnasNet's LSTM controller trained with PPO) and ``naswot`` (training-free
-scoring). Adding a searcher is registering a :class:`Searcher` subclass with
+(MnasNet's LSTM controller trained with PPO), ``npenas`` (evolution whose
+children a predictor picks) and ``naswot`` (training-free scoring). Adding a searcher is registering a :class:`Searcher` subclass with
 a ``Settings`` dataclass::
 
     @SEARCHERS.register("my-search")

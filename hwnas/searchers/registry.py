@@ -42,6 +42,7 @@ _BUILTIN = (
     "random",
     "evolution",
     "mnasnet_rl",
+    "npenas",
     "naswot",
     "latency_darts",
     "memnas",
