@@ -141,6 +141,33 @@ def test_no_accuracy_is_spent_on_a_candidate_whose_upper_bound_breaks_the_target
     assert h.meta["device_measurements"] == 0
 
 
+def test_a_quantile_below_half_screens_at_the_optimistic_end(table, space):
+    """--latency-quantile 0.1 rejects unpaid only what even the optimistic end breaks;
+    with verification the answer is still truly feasible."""
+    archs = [space.from_index(i) for i in range(0, space.size(), 97)]
+    src = _predicted()
+    point = [p for p, *_ in src.interval(space, archs, 0.9)]
+    for q, factor in ((0.9, 1.2), (0.1, 0.8)):
+        for (p, lo, hi, _), want in zip(src.interval(space, archs, q), point, strict=True):
+            assert p == pytest.approx(want)
+            assert hi == pytest.approx(want * factor)  # the bound a screen compares with T
+            assert lo == pytest.approx(want * 0.8)
+    cautious = create_searcher("random").run(
+        space, _objective(table, _predicted()), budget=40, seed=3
+    )
+    obj = _objective(table, _predicted(), verify=TableLatency(table, "lat_ms"))
+    obj.latency_quantile = 0.1
+    bold = create_searcher("random").run(space, obj, budget=40, seed=3)
+    # optimistic screening pays accuracy for cells the 0.9 bound would have rejected ...
+    assert any(
+        T < r.terms.latency_predicted_ms <= T / 0.8 for r in bold.records if not r.terms.screened
+    )
+    assert cautious.meta["screened"] > bold.meta["screened"]
+    # ... and verification keeps the answer truly feasible
+    ans = bold.answer()
+    assert ans is not None and _true_ms(ans.arch.choices) <= T
+
+
 def test_soft_reward_screens_nothing(table, space):
     h = create_searcher("random").run(
         space, _objective(table, _predicted(), reward="soft"), budget=10, seed=0

@@ -121,7 +121,8 @@ def register(subparsers) -> None:
         type=probability,
         default=0.9,
         help="with --reward hard|constraint, skip the accuracy of candidates whose predicted "
-        "latency at this quantile already breaks the target (default 0.9)",
+        "latency at this quantile already breaks the target (default 0.9: conservative; below 0.5, "
+        "e.g. 0.1 with --verify, only what even the optimistic end breaks is skipped)",
     )
     p.add_argument(
         "--verify",

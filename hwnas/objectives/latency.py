@@ -66,7 +66,9 @@ class LatencySource(ABC):
         self, space: SearchSpace, archs: Sequence[Arch], quantile: float = 0.9
     ) -> list[tuple[float, float, float, str]]:
         """(point, lower, upper, provenance) per architecture; the bounds are the
-        ``1 - quantile`` and ``quantile`` quantiles. Exact sources: all three equal."""
+        ``1 - quantile`` and ``quantile`` quantiles (below 0.5, both are the
+        ``quantile`` quantile: the optimistic end a screen compares with T).
+        Exact sources: all three equal."""
         return [(ms, ms, ms, src) for ms, src in self.latency_ms(space, archs)]
 
     def learn(
@@ -210,10 +212,16 @@ class PredictorLatency(LatencySource):
             point = np.asarray(self._pred.predict(X), dtype=np.float64)
             lo = hi = point
             # An uncalibrated predictor (uncertainty "none") has no interval: bounds = point.
-            if getattr(self._pred, "uncertainty", "none") != "none":
+            if getattr(self._pred, "uncertainty", "none") != "none" and quantile >= 0.5:
                 q_lo, q_hi = self._pred.predict_quantiles(X, [1.0 - quantile, quantile])
                 lo = np.minimum(np.asarray(q_lo, dtype=np.float64), point)
                 hi = np.maximum(np.asarray(q_hi, dtype=np.float64), point)
+            elif getattr(self._pred, "uncertainty", "none") != "none":
+                # Below 0.5 the bound that must meet T is the optimistic end: a
+                # candidate is rejected unpaid only when even its ``quantile``
+                # quantile breaks T (verification then catches the optimists).
+                (q_opt,) = self._pred.predict_quantiles(X, [quantile])
+                lo = hi = np.minimum(np.asarray(q_opt, dtype=np.float64), point)
             for i, a in enumerate(todo):
                 memo[a.id] = (X[i], float(point[i]), float(lo[i]), float(hi[i]))
         rows = [memo[a.id] for a in archs]
@@ -239,7 +247,7 @@ class PredictorLatency(LatencySource):
         # the most optimistic predictions (a winner's curse), so their residuals
         # never relax the screen (the upper bound only rises).
         lo2 = np.minimum(lo * f, p)
-        hi2 = np.maximum(hi, p)
+        hi2 = np.maximum(hi, p) if quantile >= 0.5 else lo2
         src = f"predictor:{self.path.name}" + (" (corrected)" if self.trust.n else "")
         return [(float(a), float(b), float(c), src) for a, b, c in zip(p, lo2, hi2, strict=True)]
 
