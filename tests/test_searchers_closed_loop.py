@@ -330,6 +330,24 @@ def _cli(table, tmp_path, *extra, pred=None):
     ]
 
 
+@pytest.mark.parametrize(("extra", "want"), [((), 0.9), (("--verify", "table"), 0.1)])
+def test_cli_screens_cautiously_unless_a_device_verifies(table, tmp_path, extra, want):
+    import argparse
+
+    from hwnas.commands.search import build_objective, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    extra = tuple(f"table:{table}:lat_ms" if e == "table" else e for e in extra)
+    args = parser.parse_args(_cli(table, tmp_path, *extra))
+    obj = build_objective(args, get_space("nb201"), Store(tmp_path / "o.db"))
+    assert obj.latency_quantile == want
+    args = parser.parse_args(_cli(table, tmp_path, *extra, "--latency-quantile", "0.5"))
+    assert (
+        build_objective(args, get_space("nb201"), Store(tmp_path / "o.db")).latency_quantile == 0.5
+    )
+
+
 def test_cli_verify_prints_predicted_and_measured_side_by_side(table, tmp_path, capsys):
     args = _cli(table, tmp_path, "--verify", f"table:{table}:lat_ms")
     assert main([*args, "--json"]) == 0

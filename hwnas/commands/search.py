@@ -119,10 +119,11 @@ def register(subparsers) -> None:
     p.add_argument(
         "--latency-quantile",
         type=probability,
-        default=0.9,
+        default=None,
         help="with --reward hard|constraint, skip the accuracy of candidates whose predicted "
-        "latency at this quantile already breaks the target (default 0.9: conservative; below 0.5, "
-        "e.g. 0.1 with --verify, only what even the optimistic end breaks is skipped)",
+        "latency at this quantile already breaks the target (default 0.9, the cautious end; "
+        "0.1 with --verify: only what even the optimistic end breaks is skipped, and the "
+        "device catches the optimists)",
     )
     p.add_argument(
         "--verify",
@@ -251,8 +252,13 @@ def build_objective(args, space, store) -> Any:
             isolate=args.isolate,
         )
     reward = args.reward or ("soft" if (lat_target or mem_target) else "accuracy")
-    quantile = getattr(args, "latency_quantile", 0.9)
-    if quantile is None or not 0.0 < float(quantile) < 1.0:
+    quantile = getattr(args, "latency_quantile", None)
+    if quantile is None:
+        # Without a device to catch it, an optimistic screen would hand back networks
+        # over the target; with --verify it only costs a few more measurements and
+        # keeps the accurate cells just under T (benchmarks/RESULTS.md, "Closed loop").
+        quantile = 0.1 if getattr(args, "verify", None) else 0.9
+    if not 0.0 < float(quantile) < 1.0:
         raise ConfigError(f"--latency-quantile must be in (0, 1), got {quantile}; e.g. 0.9")
     verifier = None
     if getattr(args, "verify", None):
