@@ -28,7 +28,7 @@ hundred evaluations, and it gives the uncertainty NPENAS-BO samples from):
 ``acquisition=mean`` ranks by its mean (NP),
 ``thompson`` by one draw from N(mean, spread) per candidate (BO).
 
-All randomness (samples, mutations, the trees' subsampling, Thompson draws)
+All randomness (samples, mutations, Thompson draws)
 comes from the seed, and the predictor is refitted only from the records the
 searcher is told, so a replayed run proposes what the original proposed.
 """
