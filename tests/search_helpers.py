@@ -33,6 +33,28 @@ def write_synthetic_nb201(path: Path) -> Path:
     return path
 
 
+def write_cli_bench(path: Path) -> Path:
+    """Every NB201 cell with a made-up ``cifar10_acc`` (70-90, seeded) and ``lat_ms``
+    (1 + the sum of the cell's op indices): the table the CLI tests search over."""
+    import csv
+
+    import numpy as np
+
+    from hwnas.spaces import get_space
+
+    space = get_space("nb201")
+    rng = np.random.default_rng(0)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["arch", "cifar10_acc", "lat_ms"])
+        for i in range(space.size()):
+            a = space.from_index(i)
+            w.writerow(
+                [space.format(a), f"{70 + 20 * rng.random():.3f}", f"{1 + sum(a.choices):.3f}"]
+            )
+    return path
+
+
 class OutOfOrder(Executor):
     """An in-process executor that behaves like a pool of ``capacity`` remote workers.
 

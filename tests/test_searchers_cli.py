@@ -5,28 +5,16 @@ from __future__ import annotations
 import csv
 import json
 
-import numpy as np
 import pytest
+from search_helpers import write_cli_bench
 
 from hwnas.cli import main
-from hwnas.spaces import get_space
 
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     """Every NB201 cell with a made-up accuracy and latency (no shared data needed)."""
-    space = get_space("nb201")
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("cli") / "bench.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["arch", "cifar10_acc", "lat_ms"])
-        for i in range(space.size()):
-            a = space.from_index(i)
-            w.writerow(
-                [space.format(a), f"{70 + 20 * rng.random():.3f}", f"{1 + sum(a.choices):.3f}"]
-            )
-    return path
+    return write_cli_bench(tmp_path_factory.mktemp("cli") / "bench.csv")
 
 
 def _args(bench, tmp_path, algo="evolution", budget=20, *extra):
