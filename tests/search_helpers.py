@@ -10,6 +10,7 @@ from itertools import count
 from pathlib import Path
 from typing import Any
 
+from hwnas.evaluators.base import AccuracyEvaluator
 from hwnas.objectives import Objective, Terms
 from hwnas.searchers.loop import Executor
 
@@ -53,6 +54,26 @@ def write_cli_bench(path: Path) -> Path:
                 [space.format(a), f"{70 + 20 * rng.random():.3f}", f"{1 + sum(a.choices):.3f}"]
             )
     return path
+
+
+class CountingAccuracy(AccuracyEvaluator):
+    """A table's ``cifar10_acc``, remembering every architecture it was asked about
+    (tests check that screened candidates cost no accuracy evaluation)."""
+
+    name = "counting"
+
+    def __init__(self, path: Path) -> None:
+        from hwnas.evaluators.table import TableEvaluator
+
+        self.inner = TableEvaluator(path, "cifar10_acc")
+        self.asked: list[str] = []
+
+    def evaluate(self, space: Any, archs: Sequence[Any]) -> Any:
+        self.asked += [a.id for a in archs]
+        return self.inner.evaluate(space, archs)
+
+    def config(self) -> dict:
+        return {"evaluator": "counting"}
 
 
 class OutOfOrder(Executor):

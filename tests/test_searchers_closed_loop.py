@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from search_helpers import CountingAccuracy
 
 from hwnas.cli import main
 from hwnas.errors import DeviceError
-from hwnas.evaluators.base import AccuracyEvaluator
 from hwnas.evaluators.table import TableEvaluator
 from hwnas.objectives import DeviceLatency, Objective, PredictorLatency, TableLatency
 from hwnas.objectives.verify import Verifier
@@ -54,23 +54,6 @@ def table(tmp_path_factory):
 @pytest.fixture
 def space():
     return get_space("nb201")
-
-
-class CountingAccuracy(AccuracyEvaluator):
-    """The table's accuracy, remembering every architecture it was asked about."""
-
-    name = "counting"
-
-    def __init__(self, path):
-        self.inner = TableEvaluator(path, "cifar10_acc")
-        self.asked: list[str] = []
-
-    def evaluate(self, space, archs):
-        self.asked += [a.id for a in archs]
-        return self.inner.evaluate(space, archs)
-
-    def config(self):
-        return {"evaluator": "counting"}
 
 
 class FakePredictor:

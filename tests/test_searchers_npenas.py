@@ -6,10 +6,10 @@ import csv
 
 import numpy as np
 import pytest
+from search_helpers import CountingAccuracy
 
 from hwnas.cli import main
 from hwnas.errors import ConfigError
-from hwnas.evaluators.base import AccuracyEvaluator
 from hwnas.evaluators.table import TableEvaluator, load_table
 from hwnas.objectives import Objective, TableLatency
 from hwnas.searchers import create_searcher
@@ -37,21 +37,6 @@ def table(tmp_path_factory):
             acc = 70 + single[np.arange(6), c].sum() + pair[c[0], c[5]] + 1.5 * lat
             w.writerow([space.format(a), f"{acc:.4f}", f"{lat:.4f}"])
     return path
-
-
-class CountingAccuracy(AccuracyEvaluator):
-    name = "counting"
-
-    def __init__(self, path):
-        self.inner = TableEvaluator(path, "cifar10_acc")
-        self.asked: list[str] = []
-
-    def evaluate(self, space, archs):
-        self.asked += [a.id for a in archs]
-        return self.inner.evaluate(space, archs)
-
-    def config(self):
-        return {"evaluator": "counting"}
 
 
 def _objective(table, accuracy=None):
