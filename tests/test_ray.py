@@ -26,7 +26,6 @@ from hwnas.errors import ConfigError, MissingExtraError
 from hwnas.profilers.latency import MeasureSettings
 from hwnas.store import Store
 
-TESTS = Path(__file__).resolve().parent
 FAST = MeasureSettings(warmup=1, runs=5)
 BENCH = [
     DeviceSpec("cpu-ort", store_as="bench-a", resource="bench:a", isolate=False),
@@ -46,41 +45,6 @@ class SlowTinySpace(TinySpace):
 
         time.sleep(1.2)
         return super().build(arch)
-
-
-@pytest.fixture(scope="session")
-def ray_cluster(_artifact_cache):
-    ray = pytest.importorskip("ray")
-    env = {
-        "RAY_AUTH_MODE": "disabled",  # token auth would write ~/.ray/auth_token
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_DISABLE_DOCKER_CPU_WARNING": "1",
-        "RAY_worker_niceness": "0",  # as hwnas's own local clusters (Ray's default is 15)
-        # workers unpickle the test spaces from tests/ (campaign_helpers, this module)
-        "PYTHONPATH": os.pathsep.join(
-            p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p
-        ),
-    }
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    started = not ray.is_initialized()
-    if started:
-        ray.init(
-            num_cpus=2,
-            resources={"bench:a": 1, "bench:b": 1, "device:cpu-ort": 1},
-            include_dashboard=False,
-            object_store_memory=150 * 1024 * 1024,
-            log_to_driver=False,
-            configure_logging=False,
-        )
-    yield ray
-    if started:
-        ray.shutdown()
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
 
 
 def _pairs(db: Path) -> Counter:

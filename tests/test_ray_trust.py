@@ -5,8 +5,6 @@ the noise ceiling at the end."""
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 
@@ -16,43 +14,7 @@ from hwnas.profilers.interference import Policy
 from hwnas.profilers.latency import MeasureSettings
 from hwnas.store import Store, quality
 
-TESTS = Path(__file__).resolve().parent
 FAST = MeasureSettings(warmup=1, runs=3)
-
-
-@pytest.fixture(scope="module")
-def ray_local(_artifact_cache):
-    """The session's local cluster (tests/test_ray.py starts the same one), or a new one."""
-    ray = pytest.importorskip("ray")
-    env = {
-        "RAY_AUTH_MODE": "disabled",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_DISABLE_DOCKER_CPU_WARNING": "1",
-        "RAY_worker_niceness": "0",
-        "PYTHONPATH": os.pathsep.join(
-            p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p
-        ),
-    }
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    started = not ray.is_initialized()
-    if started:
-        ray.init(
-            num_cpus=2,
-            resources={"bench:a": 1, "bench:b": 1, "device:cpu-ort": 1},
-            include_dashboard=False,
-            object_store_memory=150 * 1024 * 1024,
-            log_to_driver=False,
-            configure_logging=False,
-        )
-    yield ray
-    if started:
-        ray.shutdown()
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
 
 
 def _rows(store, device):
@@ -73,7 +35,7 @@ def _flags(store):
 
 
 @pytest.mark.ray
-def test_ray_campaign_guards_canaries_flags_and_remeasures_per_device(ray_local, tmp_path):
+def test_ray_campaign_guards_canaries_flags_and_remeasures_per_device(ray_cluster, tmp_path):
     from trust_helpers import TrustTinySpace
 
     specs = [
