@@ -105,6 +105,20 @@ def test_profile_an_onnx_file_with_input_shape_and_store(tmp_path, capsys):
         assert len(got) == 1 and got[0]["input_shape"] == "2x3x8x8" and got[0]["n"] == 5
 
 
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_profile_with_threads(tmp_path, capsys, threads):
+    """--threads reaches the device and the interference guard once each (it was
+    passed to the guard twice, a TypeError, whenever it was given)."""
+    dyn = _relu_model(tmp_path / "dyn.onnx", [1, 3, 8, 8])
+    code = main(
+        ["profile", str(dyn), "--threads", threads, "--runs", "5", "--warmup", "1", "--json",
+         "--no-isolate", "--db", str(tmp_path / "t.db")]
+    )  # fmt: skip
+    assert code == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["status"] == "ok" and rows[0]["environment"]["threads"] == int(threads)
+
+
 def test_profile_zoo_models_table_and_plot(tmp_path, capsys):
     png = tmp_path / "f.png"
     code = main(["profile", "cifar_resnet20", "--runs", "5", "--warmup", "1", "--plot", str(png)])

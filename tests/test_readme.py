@@ -4,7 +4,8 @@ The bash blocks of README.md are read in order; each `hwnas ...` command (with
 backslash continuations joined, comments dropped, ``T=...`` style variables
 expanded) runs in one shared temporary directory, so a later example finds the
 files an earlier one made (``gold.npz``, ``mnasnet_cpu.db``, ``model.onnx``), as a
-reader following the README would. Sizes are cut down (``-n``, ``--budget``,
+reader following the README would. ``pytest tests/...`` examples run too, on the
+README's own test file (a ``python`` block whose first line names it). Sizes are cut down (``-n``, ``--budget``,
 ``--train-size``, ``--runs``, ...; see :data:`SMALL`): the test checks that the
 commands work as written, not the figures they print. Commands that need hardware
 or a cluster (a phone, an ssh board, Ray, a GPU, ``make``) are skipped with the
@@ -57,8 +58,19 @@ SKIPS: tuple[tuple[str, str], ...] = (
 LONG_MARK = re.compile(r"#\s*long version\b", re.I)
 
 
-def _blocks(text: str) -> list[str]:
-    return re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+def _blocks(text: str, lang: str = "bash") -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", text, flags=re.S)
+
+
+def readme_test_files(text: str) -> dict[str, str]:
+    """The README's Python test files: a ``python`` block whose first line is
+    ``# tests/...py`` is that file, which its ``pytest tests/...`` examples run."""
+    files = {}
+    for block in _blocks(text, "python"):
+        m = re.match(r"#\s*(tests/\S+\.py)\n", block)
+        if m:
+            files[m.group(1)] = block
+    return files
 
 
 def readme_commands(text: str) -> list[tuple[str, dict[str, str]]]:
@@ -103,7 +115,10 @@ def skip_reason(line: str) -> str | None:
     words = shlex.split(line, comments=True)
     if not words:
         return "comment"
-    if words[0] != "hwnas":
+    if words[0] == "pytest":
+        if not any(w.startswith("tests/") for w in words[1:]):
+            return "a pytest command on files the README does not write"
+    elif words[0] != "hwnas":
         return f"not an hwnas command ({words[0]})"
     for pattern, reason in SKIPS:
         if re.search(pattern, line):
@@ -116,6 +131,7 @@ def skip_reason(line: str) -> str | None:
 
 
 COMMANDS = readme_commands(README.read_text())
+TEST_FILES = readme_test_files(README.read_text())
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +152,10 @@ def test_readme_has_examples():
     assert shrink(["hwnas", "search", "--set", "lam=1"])[-1] == "lam=1"
     assert skip_reason("hwnas search autoslim --budget 10   # long version: an hour") is not None
     assert skip_reason("hwnas search autoslim --budget 1   # ~5 min here") is None
+    assert skip_reason("pytest tests/perf --benchmark-json base.json") is None
+    assert skip_reason("pytest --version") is not None
+    # the fixture example the pytest lines run is a file of its own
+    assert any("hwnas_latency" in body for body in TEST_FILES.values())
 
 
 @pytest.mark.slow
@@ -149,9 +169,16 @@ def test_readme_example(line, variables, workdir):
         pytest.skip(reason)
     argv = shrink(_expand(line, variables))
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    if argv[0] == "pytest":  # the README's own test files, written where it says
+        for rel, body in TEST_FILES.items():
+            (workdir / rel).parent.mkdir(parents=True, exist_ok=True)
+            (workdir / rel).write_text(body)
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *argv[1:]]
+    else:
+        cmd = [sys.executable, "-m", "hwnas.cli", *argv[1:]]
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "hwnas.cli", *argv[1:]],
+            cmd,
             cwd=workdir,
             env=env,
             capture_output=True,

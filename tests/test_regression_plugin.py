@@ -395,6 +395,7 @@ def test_cli_compare_two_stores(tmp_path, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert [m["name"] for m in doc["models"]] == ["cpu-ort/m/1x3x8x8"]
     assert doc["models"][0]["verdict"] == "slower"
+    assert "no reference model in either run" in doc["models"][0]["note"]  # drift stays in
     assert base.read_bytes() == before  # opened read-only
 
 

@@ -54,9 +54,13 @@ def guard_device(args: Any, device: Any, device_name: str, threads: int, log: An
     """``device`` wrapped in the interference guard the options ask for."""
     from hwnas.profilers import interference
 
-    kwargs = {"threads": args.threads} if args.threads else {}
     return interference.guard_device(
-        device, policy_from_args(args), threads=threads, device_name=device_name, log=log, **kwargs
+        device,
+        policy_from_args(args),
+        threads=threads,
+        device_name=device_name,
+        log=log,
+        device_options={"threads": args.threads} if args.threads else None,
     )
 
 

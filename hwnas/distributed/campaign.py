@@ -191,7 +191,7 @@ class DeviceWorker:
                 threads=spec.threads,
                 device_name=spec.device,
                 log=self.messages.append,
-                **kwargs,
+                device_options=kwargs,
             )
         self._canary: Any = None
 

@@ -558,15 +558,16 @@ def guard_device(
     threads: int = 1,
     device_name: str = "",
     log: Callable[[str], None] | None = None,
-    **device_kwargs: Any,
+    device_options: dict[str, Any] | None = None,
 ) -> GuardedDevice:
     """``device`` under an :class:`InterferenceGuard` reading where it runs (here, or the
     far side of its adb/ssh transport): the one recipe of ``hwnas sample``, ``profile``,
-    ``repeatability`` and the Ray campaign's device actors."""
+    ``repeatability`` and the Ray campaign's device actors. ``device_options`` (which may
+    hold ``threads`` too) create a second adb/ssh device object to reach its transport."""
     guard = InterferenceGuard(
         policy,
         threads=threads,
-        reader=reader_for(device, device_name, **device_kwargs),
+        reader=reader_for(device, device_name, **(device_options or {})),
         log=log,
     )
     return GuardedDevice(device, guard)

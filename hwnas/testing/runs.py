@@ -274,6 +274,8 @@ def compare_entries(
             refs = (base.reference_rounds(), new.reference_rounds())
     elif base.reference_ms or new.reference_ms:
         notes.append("only one run has a reference, drift not corrected")
+    else:  # e.g. two stores: the machine's own drift between the runs stays in the ratio
+        notes.append("no reference model in either run, drift not corrected")
     est = median_ratio_ci(
         base.rounds(),
         new.rounds(),
