@@ -13,8 +13,14 @@ repetition: one baseline session of the unchanged model, then one session per
 variant (0% = the unchanged model again: false alarms), in a shuffled order.
 Every new session is judged against its repetition's baseline by
 
-* hwnas: the bootstrap CI of the drift-corrected median ratio, threshold ``--threshold``
-  (what ``--hwnas-fail-regression`` does);
+* hwnas as a user runs it: the session itself is run with ``--hwnas-baseline
+  BASE.json --hwnas-fail-regression <threshold>``; the baseline session kept its
+  model file (``--hwnas-keep-models``), so a changed model is judged against the
+  baseline's model timed again beside it, an unchanged one (same file) by the
+  reference model's drift;
+* hwnas with the reference model only: the bootstrap CI of the drift-corrected
+  median ratio from the two JSON files (what it does when the baseline's model
+  file is not at hand);
 * hwnas without the reference: the same test, drift not taken out;
 * pytest-benchmark's own ``--benchmark-compare-fail=median:<threshold>``, applied with
   its own ``PercentageRegressionCheck`` to the same two JSON files.
@@ -152,8 +158,9 @@ def plugin_args() -> list[str]:
     return [] if any(ep.value == PLUGIN for ep in eps) else ["-p", PLUGIN]
 
 
-def session(work: Path, model: Path, ref: Path, out: Path, args) -> Path:
-    """One pytest process measuring ``model`` beside ``ref``; its pytest-benchmark JSON."""
+def session(work: Path, model: Path, ref: Path, out: Path, args, judge_against=None) -> Path:
+    """One pytest process measuring ``model`` beside ``ref``; its pytest-benchmark JSON.
+    With ``judge_against`` (a baseline JSON) the plugin judges it there, as in CI."""
     env = {
         **os.environ,
         "HWNAS_RCI_MODEL": str(model),
@@ -164,10 +171,14 @@ def session(work: Path, model: Path, ref: Path, out: Path, args) -> Path:
         *plugin_args(),
         "test_rci.py", "--benchmark-json", str(out), "--hwnas-reference", str(ref),
         "--hwnas-runs", str(args.runs), "--hwnas-rounds", str(args.rounds),
-        "--hwnas-warmup", str(args.warmup),
+        "--hwnas-warmup", str(args.warmup), "--hwnas-keep-models", str(work / "models"),
     ]  # fmt: skip
+    if judge_against is not None:
+        cmd += ["--hwnas-baseline", str(judge_against),
+                "--hwnas-fail-regression", f"{args.threshold:g}%"]  # fmt: skip
     res = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=3600)
-    if res.returncode != 0 or not out.exists():
+    # exit 1 is a test failed by the verdict; its JSON is written all the same
+    if res.returncode not in (0, 1) or not out.exists():
         sys.exit(f"session failed ({res.returncode}):\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
     return out
 
@@ -182,8 +193,12 @@ def judge(base_json: Path, new_json: Path, threshold: float, confidence: float) 
     raw = compare_entries(b, n, threshold=threshold, confidence=confidence)
     stats = [json.loads(p.read_text())["benchmarks"][0]["stats"] for p in (base_json, new_json)]
     check = parse_compare_fail(f"median:{threshold * 100:g}%")
+    verdict = json.loads(new_json.read_text())["benchmarks"][0]["extra_info"]["hwnas"]["verdict"]
     return {
-        "hwnas": c.verdict == "slower",
+        "hwnas": verdict["verdict"] == "slower",
+        "hwnas_against": verdict["against"],
+        "hwnas_in_session_ratio": verdict["ratio"],
+        "hwnas_reference": c.verdict == "slower",
         "hwnas_no_reference": raw.verdict == "slower",
         "pytest_benchmark": bool(check.fails(stats[1], stats[0])),
         "ratio": c.estimate.ratio,
@@ -199,13 +214,14 @@ def plot(rows: list[dict], path: Path, threshold: float) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = [("hwnas", "hwnas (drift-corrected CI)"),
+    methods = [("hwnas", "hwnas (baseline model kept)"),
+               ("hwnas_reference", "hwnas, reference model only"),
                ("hwnas_no_reference", "hwnas, no reference"),
                ("pytest_benchmark", f"pytest-benchmark median:{threshold:.0%}")]  # fmt: skip
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=120)
     for i, (key, label) in enumerate(methods):
-        ax.bar(x + (i - 1) * 0.26, [r[key] * 100 for r in rows], 0.26, label=label)
+        ax.bar(x + (i - 1.5) * 0.2, [r[key] * 100 for r in rows], 0.2, label=label)
     ax.set_xticks(x)
     ax.set_xticklabels(
         [f"+{r['nominal']:.0%} (measured {r['measured'] - 1:+.1%})" for r in rows], fontsize=8
@@ -259,7 +275,9 @@ def main() -> int:
         order = list(variants)
         rng.shuffle(order)
         for t in order:
-            new_json = session(work, variants[t][0], ref, work / f"r{rep}_{t:.2f}.json", args)
+            new_json = session(
+                work, variants[t][0], ref, work / f"r{rep}_{t:.2f}.json", args, base_json
+            )
             results[t].append(judge(base_json, new_json, threshold, args.confidence))
         print(f"repetition {rep + 1}/{args.sessions} done, {time.time() - t0:.0f} s")
     rows = []
@@ -272,9 +290,12 @@ def main() -> int:
                 "sessions": len(rs),
                 **{
                     k: float(np.mean([r[k] for r in rs]))
-                    for k in ("hwnas", "hwnas_no_reference", "pytest_benchmark")
+                    for k in ("hwnas", "hwnas_reference", "hwnas_no_reference", "pytest_benchmark")
                 },
                 "median_ratio": float(np.median([r["ratio"] for r in rs])),
+                "median_in_session_ratio": float(
+                    np.median([r["hwnas_in_session_ratio"] for r in rs])
+                ),
                 "median_drift": float(np.median([r["drift"] or 1.0 for r in rs])),
             }
         )
@@ -282,14 +303,16 @@ def main() -> int:
         f"model {args.model}, reference {args.reference}, threshold {args.threshold:g}%, "
         f"{args.rounds} rounds x {args.runs} runs per session, {args.sessions} sessions per variant",
         "",
-        "| injected | measured | hwnas flagged | hwnas, no reference | pytest-benchmark median:"
-        f"{args.threshold:g}% | median ratio | median drift |",
-        "|---|---|---|---|---|---|---|",
+        "| injected | measured | hwnas flagged | hwnas, reference model only | hwnas, no reference "
+        f"| pytest-benchmark median:{args.threshold:g}% | median ratio (hwnas verdict) "
+        "| median ratio (reference) | median reference drift |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| +{r['nominal']:.0%} | {r['measured'] - 1:+.1%} | {r['hwnas']:.0%} | "
-            f"{r['hwnas_no_reference']:.0%} | {r['pytest_benchmark']:.0%} | "
+            f"{r['hwnas_reference']:.0%} | {r['hwnas_no_reference']:.0%} | "
+            f"{r['pytest_benchmark']:.0%} | {r['median_in_session_ratio']:.3f} | "
             f"{r['median_ratio']:.3f} | {r['median_drift']:.3f} |"
         )
     text = "\n".join(lines)

@@ -33,7 +33,13 @@ from hwnas.testing.runs import (
     load_run,
     parse_benchmark_json,
 )
-from hwnas.testing.stats import median_ratio_ci, parse_threshold, verdict, verdict_line
+from hwnas.testing.stats import (
+    median_ratio_ci,
+    parse_threshold,
+    ratio_to_baseline_model,
+    verdict,
+    verdict_line,
+)
 
 pytest_plugins = ["pytester"]
 # pytester's in-process runs drop the modules a run imported; onnx's protobuf extension
@@ -167,6 +173,34 @@ def test_rounds_are_resampled_as_blocks():
     assert blocks.ratio == pytest.approx(flat.ratio)  # same point estimate, pooled median
     assert blocks.n_base == flat.n_base == 200
     assert blocks.hi - blocks.lo > 2 * (flat.hi - flat.lo)
+
+
+def test_baseline_model_timed_again_takes_out_any_drift():
+    """The baseline's own model beside the new one: a session 40% slower than the baseline's
+    and rounds that swing by 2x leave a 5% slowdown as plain as on a quiet machine."""
+    rng = np.random.default_rng(3)
+    swing = rng.uniform(0.8, 1.6, 10)  # what each round of the new session suffers
+    base_then = [lognormal(10.0, n=20, cv=0.01, seed=i) for i in range(10)]
+    base_now = [
+        list(np.array(lognormal(14.0, n=20, cv=0.01, seed=20 + i)) * w) for i, w in enumerate(swing)
+    ]
+    new = [
+        list(np.array(lognormal(14.0 * 1.05, n=20, cv=0.01, seed=40 + i)) * w)
+        for i, w in enumerate(swing)
+    ]
+    est = ratio_to_baseline_model(base_then, base_now, new)
+    assert est.ratio == pytest.approx(1.05, rel=0.03) and est.verdict(0.03) == "slower"
+    assert est.against == "baseline model" and est.drift == pytest.approx(
+        1.4 * np.median(swing), rel=0.15
+    )
+    assert est.model_ratio == pytest.approx(est.drift * est.ratio, rel=0.05)
+    # the rounds are resampled in pairs: far narrower than resampling each side alone
+    alone = median_ratio_ci(base_now, new)
+    assert est.hi - est.lo < (alone.hi - alone.lo) / 3
+    assert "baseline model drift" in verdict_line("t", est, 0.03)
+    # unchanged: same
+    same = ratio_to_baseline_model(base_then, base_now, base_now)
+    assert same.ratio == 1.0 and same.verdict(0.05) == "same"
 
 
 def test_split_rounds():
@@ -526,6 +560,37 @@ def test_regression_fails_the_test_with_the_verdict_line(lat_project):
         ["*test_lat.py::test_m: *x the baseline *CI*reference drift*: REGRESSION*"]
     )
     assert "Traceback" not in out and "def test_m" not in out
+
+
+def test_a_changed_model_is_judged_against_the_baseline_model_timed_again(lat_project):
+    """The first run keeps m.onnx by its hash; after m.onnx changes (much slower), the
+    judging run times the kept baseline model beside it and says so."""
+    run_lat(lat_project, "--benchmark-json", "base.json").assert_outcomes(passed=1)
+    kept = list((lat_project.path / ".benchmarks" / "hwnas-models").glob("*.onnx"))
+    from hwnas.export.artifact import sha256_file
+
+    assert [k.stem for k in kept] == [sha256_file(lat_project.path / "m.onnx")]
+    tiny_onnx(lat_project.path / "m.onnx", n=384, layers=8)  # the change: many times slower
+    args = ["--hwnas-fail-regression", "5%", "--hwnas-baseline", "base.json"]
+    res = run_lat(lat_project, *args, "--benchmark-json", "new.json")
+    res.assert_outcomes(failed=1)
+    res.stdout.fnmatch_lines(
+        [
+            "*test_m: *x the baseline*baseline model drift*REGRESSION; judged against the baseline's own model*"
+        ]
+    )
+    hw = json.loads((lat_project.path / "new.json").read_text())["benchmarks"][0]["extra_info"][
+        "hwnas"
+    ]
+    assert (
+        len(hw["baseline_model"]["samples_ms"]) == 10
+        and hw["baseline_model"]["sha256"] == kept[0].stem
+    )
+    assert hw["verdict"]["against"] == "baseline model" and hw["verdict"]["verdict"] == "slower"
+    # nothing kept: the reference model takes the drift out, as before
+    res = run_lat(lat_project, *args, "--hwnas-keep-models", str(lat_project.path / "empty"))
+    res.assert_outcomes(failed=1)
+    assert "reference drift" in res.stdout.str() and "baseline model drift" not in res.stdout.str()
 
 
 def test_faster_than_baseline_passes_with_its_verdict(lat_project):

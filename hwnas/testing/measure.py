@@ -1,5 +1,5 @@
 """What the ``hwnas_latency`` fixture measures and how: the model's artifact, and the
-model and the reference timed in interleaved rounds.
+model, the reference (and the baseline's own model, when kept) timed in interleaved rounds.
 
 Kept apart from the pytest plugin so that scripts (``benchmarks/regression_ci.py``)
 time models exactly as the fixture does.
@@ -86,23 +86,31 @@ def merge_rounds(parts: list[Any], info: dict) -> Any:
     )
 
 
-def measure_interleaved(device: Any, artifact: Any, reference: Any, settings: Any, rounds: int):
-    """Time ``artifact`` and ``reference`` (or ``None``) in ``rounds`` alternating rounds.
+def measure_rounds(device: Any, artifacts: dict[str, Any], settings: Any, rounds: int):
+    """Time every artifact of ``artifacts`` (name -> Artifact or ``None``) in ``rounds``
+    interleaved rounds; the order reverses every other round (model, reference,
+    reference, model, ...) so that none always runs first or always inherits
+    another's cache state. Whatever the machine does during the session falls on
+    all alike, which is what lets a reference's ratio between two sessions stand
+    for the machine's drift.
 
-    The order alternates (model, reference, reference, model, ...) so that neither
-    always runs first or always inherits the other's cache state; whatever the
-    machine does during the session falls on both alike, which is what lets the
-    reference's ratio between two sessions stand for the machine's drift.
+    Returns:
+        name -> Measurement merged over its rounds (``None`` for a ``None`` artifact).
+    """
+    got: dict[str, list[Any]] = {k: [] for k in artifacts}
+    order = [(k, a) for k, a in artifacts.items() if a is not None]
+    for r in range(rounds):
+        for which, art in order if r % 2 == 0 else order[::-1]:
+            got[which].append(device.measure(art, settings))
+    info = device.info()
+    return {k: merge_rounds(v, info) if v else None for k, v in got.items()}
+
+
+def measure_interleaved(device: Any, artifact: Any, reference: Any, settings: Any, rounds: int):
+    """``artifact`` and ``reference`` (or ``None``) in interleaved rounds (:func:`measure_rounds`).
 
     Returns:
         (model Measurement, reference Measurement or None), each merged over its rounds.
     """
-    got: dict[str, list[Any]] = {"model": [], "reference": []}
-    order = [("model", artifact), ("reference", reference)]
-    for r in range(rounds):
-        for which, art in order if r % 2 == 0 else order[::-1]:
-            if art is not None:
-                got[which].append(device.measure(art, settings))
-    info = device.info()
-    ref = merge_rounds(got["reference"], info) if got["reference"] else None
-    return merge_rounds(got["model"], info), ref
+    got = measure_rounds(device, {"model": artifact, "reference": reference}, settings, rounds)
+    return got["model"], got["reference"]

@@ -13,7 +13,11 @@ and ``pytest-benchmark compare`` work on it as on any benchmark. A reference
 model is measured beside the model, interleaved round by round, and stored in
 the entry's ``extra_info["hwnas"]`` with the model's samples and the device's
 identity; ``--hwnas-fail-regression 5%`` uses it to take the machine's drift out
-before it calls a slowdown (see :mod:`hwnas.testing.stats`).
+before it calls a slowdown (see :mod:`hwnas.testing.stats`). Every model file
+measured is kept by its hash (``--hwnas-keep-models``); when the baseline's model
+differs from the one under test and its file is there, it is timed again beside
+the new one and the verdict is on that in-session ratio, which the machine's
+drift between the two sessions cannot enter.
 
 Registered through the ``pytest11`` entry point, this module loads in every
 pytest session of anyone who installs hwnas: it imports only pytest and
@@ -109,6 +113,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=float,
         default=0.95,
         help="two-sided confidence of the ratio's interval (default 0.95)",
+    )
+    g.addoption(
+        "--hwnas-keep-models",
+        metavar="DIR",
+        default=None,
+        help="where every measured model file is kept, named by its sha256, so that a later "
+        "session judging against this run times the baseline's own model beside the new one "
+        "(default: hwnas-models/ in pytest-benchmark's storage, .benchmarks/; 'none': keep nothing)",
     )
     g.addoption(
         "--hwnas-force",
@@ -208,6 +220,47 @@ class _Session:
             self.artifacts[key] = model_artifact(model, device, input_shape, label)
         return self.artifacts[key]
 
+    def models_dir(self) -> Path | None:
+        """Where model files are kept (``--hwnas-keep-models``; ``None``: not kept)."""
+        given = self.option("hwnas_keep_models")
+        if given:
+            return None if given.lower() == "none" else Path(given)
+        bs = getattr(self.config, "_benchmarksession", None)
+        root = getattr(getattr(bs, "storage", None), "path", None)
+        if root is None:  # not a file storage (e.g. elasticsearch): beside the tests
+            root = self.config.rootpath / ".benchmarks"
+        return Path(root) / "hwnas-models"
+
+    def keep(self, art: Any) -> None:
+        """A copy of the model file measured, by content hash (written once, atomically)."""
+        import shutil
+
+        from hwnas.export.atomic import publish, temp_path
+
+        where = self.models_dir()
+        if where is None or not art.sha256:
+            return
+        dest = where / f"{art.sha256}{Path(art.path).suffix}"
+        if dest.exists():
+            return
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+            tmp = temp_path(where, dest.suffix)
+            shutil.copyfile(art.path, tmp)
+            publish(tmp, dest)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot keep the model file in {where} ({exc}); give a writable "
+                "--hwnas-keep-models DIR, or none"
+            ) from None
+
+    def kept(self, sha256: str | None) -> Path | None:
+        """The kept model file with this hash, if there is one."""
+        where = self.models_dir()
+        if where is None or not sha256 or not where.is_dir():
+            return None
+        return next(iter(sorted(where.glob(f"{sha256}.*"))), None)
+
     def close(self) -> None:
         import contextlib
 
@@ -306,8 +359,8 @@ class LatencyFixture:
         self, model, device, threads, input_shape, runs, rounds, warmup, reference, label, options
     ) -> LatencyResult:
         from hwnas.profilers.latency import MeasureSettings
-        from hwnas.testing.measure import measure_interleaved
-        from hwnas.testing.runs import Entry, compare_entries, identity_of
+        from hwnas.testing.measure import measure_rounds
+        from hwnas.testing.runs import Entry, compare_entries, identity_of, split_rounds
 
         state, bench = self.state, self.benchmark
         spec = state.option("hwnas_device") or device
@@ -330,14 +383,35 @@ class LatencyFixture:
         if disabled:  # --benchmark-disable: run the model once, as pytest-benchmark does
             n_runs, n_rounds, reference = 1, 1, None
         ref_art = state.artifact(reference, dev, None, None) if reference is not None else None
+        # Judging a changed model: the baseline's own model, if its file was kept, is timed
+        # again beside it (the verdict is then on that in-session ratio).
+        base_art = None
+        base_sha = getattr(self.baseline_entry, "artifact_sha256", None)
+        if self.threshold is not None and not disabled and base_sha and base_sha != art.sha256:
+            kept = state.kept(base_sha)
+            if kept is not None:
+                base_art = state.artifact(str(kept), dev, None, "baseline model")
         settings = MeasureSettings(warmup=n_warm, runs=n_runs)
-        m, ref = measure_interleaved(dev, art, ref_art, settings, n_rounds)
+        got = measure_rounds(
+            dev, {"model": art, "reference": ref_art, "baseline": base_art}, settings, n_rounds
+        )
+        m, ref, base_now = got["model"], got["reference"], got["baseline"]
         info = m.environment
         result = LatencyResult(m, ref)
         if disabled:
             return result
         identity = identity_of({**info, "device": dev.name})
         self._record(m, ref, identity, info, n_runs, n_rounds, n_warm)
+        state.keep(art)
+        base_now_rounds = None
+        if base_now is not None:
+            self.benchmark.extra_info["hwnas"]["baseline_model"] = {
+                "sha256": base_now.artifact_sha256,
+                "median_ms": base_now.median,
+                "samples_ms": list(base_now.samples_ms),
+                "round_sizes": base_now.extra["rounds"],
+            }
+            base_now_rounds = split_rounds(list(base_now.samples_ms), base_now.extra["rounds"])
         if self.threshold is None:
             return result
         new = Entry(
@@ -350,6 +424,7 @@ class LatencyFixture:
             dev.name,
             m.extra["rounds"],
             ref.extra["rounds"] if ref else None,
+            m.artifact_sha256,
         )
         try:
             cmp = compare_entries(
@@ -359,6 +434,7 @@ class LatencyFixture:
                 confidence=state.option("hwnas_confidence"),
                 force=state.option("hwnas_force"),
                 force_option="--hwnas-force",
+                base_model_now=base_now_rounds,
             )
         except ConfigError as exc:
             # Refused to judge: warn now, report the test as an error at teardown.
@@ -372,8 +448,8 @@ class LatencyFixture:
         est = cmp.estimate
         bench.extra_info["hwnas"]["verdict"] = {
             "verdict": cmp.verdict, "ratio": est.ratio, "ci": [est.lo, est.hi],
-            "model_ratio": est.model_ratio, "drift": est.drift, "threshold": self.threshold,
-            "confidence": est.confidence, "note": cmp.note,
+            "model_ratio": est.model_ratio, "drift": est.drift, "against": est.against,
+            "threshold": self.threshold, "confidence": est.confidence, "note": cmp.note,
         }  # fmt: skip
         result.comparison = cmp
         if cmp.verdict == "slower":

@@ -73,6 +73,8 @@ class Entry:
     device: str = ""
     round_sizes: list[int] | None = None
     reference_round_sizes: list[int] | None = None
+    #: the sha256 of the model file measured (a kept copy lets a later session time it again)
+    artifact_sha256: str | None = None
 
     def rounds(self) -> list[list[float]] | list[float] | None:
         """The samples split into their rounds where the sizes are known, else flat."""
@@ -123,6 +125,7 @@ def _entry_from_bench(bench: dict[str, Any], machine_identity: dict[str, Any]) -
         reference_round_sizes=[int(k) for k in ref["round_sizes"]]
         if ref.get("round_sizes")
         else None,
+        artifact_sha256=hw.get("artifact_sha256"),
     )
 
 
@@ -241,14 +244,19 @@ def compare_entries(
     force_option: str = "--force",
     n_boot: int = 2000,
     seed: int = 0,
+    base_model_now: Any = None,
 ) -> Comparison:
     """Compare one model's two runs, taking the reference's drift out when both have the same one.
+
+    ``base_model_now``: the baseline's own model timed again in the new session,
+    interleaved with the new one (raw samples, flat or per round); the verdict is
+    then on that in-session ratio (:func:`~hwnas.testing.stats.ratio_to_baseline_model`).
 
     Raises:
         ConfigError: no raw samples; the runs come from different devices or
             machines (unless ``force``).
     """
-    from hwnas.testing.stats import median_ratio_ci
+    from hwnas.testing.stats import median_ratio_ci, ratio_to_baseline_model
 
     for which, e in (("the baseline", base), ("the new run", new)):
         if not e.samples_ms:
@@ -266,6 +274,17 @@ def compare_entries(
                 f"judge: record a baseline on this one, or pass {force_option} to compare anyway"
             )
         notes.append(f"forced across devices ({text})")
+    if base_model_now is not None:
+        est = ratio_to_baseline_model(
+            base.rounds(),
+            base_model_now,
+            new.rounds(),
+            confidence=confidence,
+            n_boot=n_boot,
+            seed=seed,
+        )
+        notes.append("judged against the baseline's own model, timed again in this session")
+        return Comparison(base.name, est, est.verdict(threshold), "; ".join(notes))
     refs = None
     if base.reference_ms and new.reference_ms:
         if base.reference_sha256 and base.reference_sha256 != new.reference_sha256:

@@ -14,6 +14,11 @@ fails at random on a noisy machine. Here:
 * A percentile bootstrap over the raw samples (each of the two or four sample
   sets resampled independently) gives the confidence interval of that
   drift-corrected ratio.
+* Better still, when the baseline's own model file was kept, it is timed again
+  beside the new model in the new session, and the verdict is on that
+  in-session ratio (:func:`ratio_to_baseline_model`): a reference model of
+  another size drifts differently from the model under test, the baseline's
+  model cannot.
 
 Verdict with threshold ``t`` (a fraction, 0.05 for 5%), from the CI [lo, hi]:
 
@@ -116,6 +121,21 @@ def _boot_medians(rounds: list, n_boot: int, rng, chunk: int = 128):
     return out
 
 
+def _boot_paired_ratio(base: list, new: list, n_boot: int, rng) -> Any:
+    """Bootstrap ratios median(new) / median(base) of rounds measured in pairs: the same
+    round indices are drawn for both, then the samples within each drawn round."""
+    import numpy as np
+
+    R = len(base)
+    out = np.empty(n_boot)
+    for b in range(n_boot):
+        pick = rng.integers(0, R, R)
+        nb = np.concatenate([base[i][rng.integers(0, len(base[i]), len(base[i]))] for i in pick])
+        nn = np.concatenate([new[i][rng.integers(0, len(new[i]), len(new[i]))] for i in pick])
+        out[b] = np.median(nn) / np.median(nb)
+    return out
+
+
 @dataclass(frozen=True)
 class RatioEstimate:
     """The drift-corrected median ratio new / baseline and its confidence interval.
@@ -126,6 +146,9 @@ class RatioEstimate:
         model_ratio: median new / median base, not corrected.
         drift: the reference's median ratio new / base (``None``: no reference).
         base_median / new_median: medians of the model, in the samples' unit.
+        against: what took the drift out: ``"reference"`` (a reference model timed
+            in both sessions) or ``"baseline model"`` (the baseline's own model timed
+            again beside the new one, :func:`ratio_to_baseline_model`).
     """
 
     ratio: float
@@ -138,6 +161,7 @@ class RatioEstimate:
     new_median: float
     n_base: int
     n_new: int
+    against: str = "reference"
 
     def verdict(self, threshold: float = 0.0) -> str:
         return verdict(self.lo, self.hi, threshold)
@@ -201,6 +225,58 @@ def median_ratio_ci(
     )
 
 
+def ratio_to_baseline_model(
+    base: Sequence[Any],
+    base_now: Sequence[Any],
+    new: Sequence[Any],
+    *,
+    confidence: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> RatioEstimate:
+    """The new model against the baseline's own model timed again in the same session.
+
+    When the baseline's model file is at hand, it is the best reference there is:
+    it *is* the baseline, so timing it interleaved with the new model leaves
+    nothing of the machine's drift between the sessions in the ratio. The ratio
+    and its CI are those of median new / median ``base_now``, both from this
+    session; ``base`` (the baseline session's samples of that same model) only
+    gives the drift reported beside it (``base_now`` / ``base``) and the raw
+    ``model_ratio`` (new / ``base``).
+
+    Args:
+        base: the baseline session's samples of the model (flat or per round).
+        base_now / new: this session's samples of the baseline's model and of the
+            new one, measured interleaved (flat or per round).
+    """
+    import numpy as np
+
+    est = median_ratio_ci(base_now, new, confidence=confidence, n_boot=n_boot, seed=seed)
+    then = float(np.median(np.concatenate(_clean("the baseline", base))))
+    lo, hi = est.lo, est.hi
+    b, n = _clean("the baseline model", base_now), _clean("the new run", new)
+    if len(b) == len(n) > 1:
+        # Interleaved rounds are pairs: round i of both ran back to back and shares the
+        # machine's state, so the rounds are resampled together (a paired bootstrap).
+        boot = _boot_paired_ratio(b, n, n_boot, np.random.default_rng(seed))
+        alpha = (1.0 - confidence) / 2.0
+        lo, hi = (float(v) for v in np.quantile(boot, [alpha, 1.0 - alpha]))
+        lo, hi = min(lo, est.ratio), max(hi, est.ratio)
+    return RatioEstimate(
+        ratio=est.ratio,
+        lo=lo,
+        hi=hi,
+        model_ratio=est.new_median / then,
+        drift=est.base_median / then,
+        confidence=confidence,
+        base_median=then,
+        new_median=est.new_median,
+        n_base=est.n_base,
+        n_new=est.n_new,
+        against="baseline model",
+    )
+
+
 def verdict(lo: float, hi: float, threshold: float = 0.0) -> str:
     """``slower`` / ``faster`` / ``same`` from a ratio's CI (see the module docstring)."""
     if threshold < 0 or math.isnan(lo) or math.isnan(hi):
@@ -218,7 +294,9 @@ def verdict_line(
     """One line: ratio, CI, reference drift, verdict (what a failing test prints)."""
     v = est.verdict(threshold)
     word = fail_word if v == "slower" else v
-    drift = f"reference drift {est.drift:.3f}x" if est.drift is not None else "no reference drift"
+    drift = (
+        f"{est.against} drift {est.drift:.3f}x" if est.drift is not None else "no reference drift"
+    )
     text = (
         f"{name}: {est.ratio:.3f}x the baseline [{est.confidence:.0%} CI {est.lo:.3f}-{est.hi:.3f}] "
         f"(model {est.model_ratio:.3f}x, {drift}), threshold {threshold:.1%}: {word}"
