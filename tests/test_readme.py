@@ -31,9 +31,9 @@ TIMEOUT_S = int(os.environ.get("HWNAS_README_TIMEOUT", "600"))
 
 # option -> largest value the fast mode keeps
 SMALL: dict[str, int] = {
-    "-n": 6,
+    "-n": 12,
     "--budget": 3,
-    "--train-size": 4,
+    "--train-size": 10,
     "--runs": 5,
     "--time-limit": 2,
     "--repeats": 2,
@@ -145,7 +145,7 @@ def test_readme_has_examples():
     assert any(c.startswith("hwnas profile") for c in lines)
     joined = [c for c in lines if c.startswith("hwnas import-table")]
     assert joined and "--device-name" in joined[0]
-    assert shrink(["hwnas", "sample", "x", "-n", "1000"])[-1] == "6"
+    assert shrink(["hwnas", "sample", "x", "-n", "1000"])[-1] == "12"
     assert (
         shrink(["hwnas", "search", "--set", "predictor_samples=100"])[-1] == "predictor_samples=12"
     )
