@@ -27,7 +27,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hwnas.errors import ConfigError
-from hwnas.profilers.memory.lifetime import MemoryReport
 
 #: (activation weight, parameter weight) of the MemNAS reward: the paper's and the released code's.
 MEMNAS_WEIGHTS: dict[str, tuple[float, float]] = {"paper": (1.0, 1.0), "code": (0.7, 0.3)}
@@ -46,10 +45,6 @@ class MemoryTerms:
     accuracy: float
     activation_bytes: float
     param_bytes: float
-
-    @classmethod
-    def from_report(cls, report: MemoryReport, accuracy: float) -> MemoryTerms:
-        return cls(float(accuracy), float(report.peak_activation_bytes), float(report.param_bytes))
 
 
 def memory_efficiency(
