@@ -212,7 +212,13 @@ def test_guard_uses_the_gap_since_the_last_measurement_as_its_probe():
     s.sleep(2.0)  # exporting the next model
     guard.around(lambda: s.sleep(0.5))
     assert sleeps == [1.0]  # the 2 s gap was the probe: no extra wait
-    guard.around(lambda: s.sleep(0.5))  # no gap: probe again
+    guard.around(lambda: s.sleep(0.5))  # no gap, but the last measurement's own window was quiet
+    assert sleeps == [1.0]  # back-to-back timing (a campaign's phase) pays no probe per model
+    s.running = [5]  # something starts during the next measurement
+    _, rec = guard.around(lambda: s.sleep(0.5))
+    assert rec["busy"] and sleeps == [1.0]  # its own window flags it
+    s.running = [1]
+    guard.around(lambda: s.sleep(0.5))  # after a busy window: probe again before measuring
     assert sleeps == [1.0, 1.0]
 
 

@@ -34,6 +34,10 @@ The window counts as busy when any of these holds:
 A :class:`Policy` decides what happens: ``warn`` records and flags, ``wait``
 (the default) pauses with a visible message until a probe window is quiet (up
 to ``wait_limit_s``, then records and flags), ``fail`` refuses to measure.
+The probe costs nothing when it need not: the gap since the previous
+measurement (spent exporting, storing) serves as the probe window when long
+enough, and measurements back to back (a campaign's timing phase) follow a
+quiet one straight away, each still judged by its own window.
 Remote devices (adb, ssh) are read on the far side through their transport
 with one shell script; per-process shares are not read there.
 """
@@ -429,6 +433,7 @@ class InterferenceGuard:
         self.max_freq: float | None = None
         self._stuck = False
         self._last: Snapshot | None = None
+        self._last_quiet = False
         self._probe_end: Snapshot | None = None
 
     def _assess(self, a: Snapshot, b: Snapshot) -> Window:
@@ -459,6 +464,18 @@ class InterferenceGuard:
             # storing, by our own processes) is the first probe window when it is
             # long enough: no extra second per model on a quiet machine.
             a = self._last if first and self._last is not None else None
+            if (
+                a is not None
+                and self._last_quiet
+                and b.t - a.t < 0.25 * self.policy.probe_s
+                and self.policy.mode != "fail"
+            ):
+                # Measurements back to back (a campaign's timing phase): the previous
+                # measurement's own window, which ended a moment ago, was quiet; a new
+                # probe second per model would only repeat it. Whatever starts now still
+                # shows in this measurement's own window, which flags it.
+                self._probe_end = b
+                return Decision(True, 0.0, False, None)
             if a is None or b.t - a.t < 0.25 * self.policy.probe_s:
                 a = b
                 self.sleep(self.policy.probe_s)
@@ -497,6 +514,7 @@ class InterferenceGuard:
         result = measure()
         self._last = self.reader()
         during = self._assess(before, self._last)
+        self._last_quiet = not during.busy
         record = {
             "policy": self.policy.mode,
             "waited_s": round(decision.waited_s, 3),
