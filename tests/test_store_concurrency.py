@@ -121,8 +121,11 @@ def test_campaign_killed_at_random_points_resumes_without_loss_or_doubles(tmp_pa
 def test_ctrl_c_exits_130_with_one_line_and_nothing_from_the_worker(tmp_path):
     """A terminal's Ctrl-C reaches the whole process group, measuring worker included."""
     db = tmp_path / "int.db"
+    # 300,000 runs of a ~13 us model: each later measurement lasts seconds, so the Ctrl-C
+    # below lands inside one even when this machine is slow to notice the first row
+    # (with 30,000 the whole rest of the campaign could finish first).
     proc = subprocess.Popen(
-        _cmd(db, 0, runs=30000),
+        _cmd(db, 0, runs=300000),
         env=_env(tmp_path / "cache"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
