@@ -249,9 +249,16 @@ def main() -> int:
     ap.add_argument("--sessions", type=int, default=20, help="repetitions (default 20)")
     ap.add_argument("--threshold", type=float, default=5.0, help="percent (default 5)")
     ap.add_argument("--confidence", type=float, default=0.95)
-    ap.add_argument("--runs", type=int, default=20, help="timed runs per round")
-    ap.add_argument("--rounds", type=int, default=10, help="interleaved rounds per session")
-    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument(
+        "--runs", type=int, default=5, help="timed runs per round (the plugin's default)"
+    )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=40,
+        help="interleaved rounds per session (the plugin's default)",
+    )
+    ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--probe-channels", type=int, default=8)
     ap.add_argument("--cal-rounds", type=int, default=20, help="rounds of the calibration")
     ap.add_argument("--seed", type=int, default=0)

@@ -38,7 +38,10 @@ from hwnas.errors import ConfigError, HwnasError
 #: The reference model measured beside every model unless told otherwise: a
 #: small zoo network (about 41 MMACs), cheap next to most models under test.
 DEFAULT_REFERENCE = "cifar_resnet20"
-DEFAULTS = {"runs": 20, "rounds": 10, "warmup": 5}
+#: 40 short rounds rather than 10 long ones: each round opens a new runtime session, and on a
+#: VM two sessions of one model can differ by ~20 %, so the number of rounds, not of runs,
+#: narrows the verdict's interval (benchmarks/RESULTS.md, "Latency regression tests").
+DEFAULTS = {"runs": 5, "rounds": 40, "warmup": 2}
 _UNSET: Any = object()
 
 
