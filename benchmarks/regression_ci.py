@@ -52,6 +52,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from hwnas.testing.pytest_plugin import DEFAULTS as PLUGIN_DEFAULTS  # noqa: E402
 from hwnas.testing.runs import compare_entries, load_json_run  # noqa: E402
 
 PLUGIN = "hwnas.testing.pytest_plugin"
@@ -249,16 +250,10 @@ def main() -> int:
     ap.add_argument("--sessions", type=int, default=20, help="repetitions (default 20)")
     ap.add_argument("--threshold", type=float, default=5.0, help="percent (default 5)")
     ap.add_argument("--confidence", type=float, default=0.95)
-    ap.add_argument(
-        "--runs", type=int, default=5, help="timed runs per round (the plugin's default)"
-    )
-    ap.add_argument(
-        "--rounds",
-        type=int,
-        default=40,
-        help="interleaved rounds per session (the plugin's default)",
-    )
-    ap.add_argument("--warmup", type=int, default=2)
+    d = PLUGIN_DEFAULTS  # the plugin's own settings, as a user's CI runs them
+    ap.add_argument("--runs", type=int, default=d["runs"], help="timed runs per round")
+    ap.add_argument("--rounds", type=int, default=d["rounds"], help="interleaved rounds")
+    ap.add_argument("--warmup", type=int, default=d["warmup"], help="warm-up runs per round")
     ap.add_argument("--probe-channels", type=int, default=8)
     ap.add_argument("--cal-rounds", type=int, default=20, help="rounds of the calibration")
     ap.add_argument("--seed", type=int, default=0)
