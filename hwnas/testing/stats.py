@@ -251,28 +251,33 @@ def ratio_to_baseline_model(
     """
     import numpy as np
 
-    est = median_ratio_ci(base_now, new, confidence=confidence, n_boot=n_boot, seed=seed)
     then = float(np.median(np.concatenate(_clean("the baseline", base))))
-    lo, hi = est.lo, est.hi
     b, n = _clean("the baseline model", base_now), _clean("the new run", new)
     if len(b) == len(n) > 1:
         # Interleaved rounds are pairs: round i of both ran back to back and shares the
         # machine's state, so the rounds are resampled together (a paired bootstrap).
+        med_b, med_n = float(np.median(np.concatenate(b))), float(np.median(np.concatenate(n)))
+        ratio = med_n / med_b
         boot = _boot_paired_ratio(b, n, n_boot, np.random.default_rng(seed))
         alpha = (1.0 - confidence) / 2.0
         lo, hi = (float(v) for v in np.quantile(boot, [alpha, 1.0 - alpha]))
-        lo, hi = min(lo, est.ratio), max(hi, est.ratio)
+        lo, hi = min(lo, ratio), max(hi, ratio)
+        n_base, n_new = sum(len(r) for r in b), sum(len(r) for r in n)
+    else:  # unpaired samples: each side resampled on its own
+        est = median_ratio_ci(base_now, new, confidence=confidence, n_boot=n_boot, seed=seed)
+        ratio, lo, hi = est.ratio, est.lo, est.hi
+        med_b, med_n, n_base, n_new = est.base_median, est.new_median, est.n_base, est.n_new
     return RatioEstimate(
-        ratio=est.ratio,
+        ratio=ratio,
         lo=lo,
         hi=hi,
-        model_ratio=est.new_median / then,
-        drift=est.base_median / then,
+        model_ratio=med_n / then,
+        drift=med_b / then,
         confidence=confidence,
         base_median=then,
-        new_median=est.new_median,
-        n_base=est.n_base,
-        n_new=est.n_new,
+        new_median=med_n,
+        n_base=n_base,
+        n_new=n_new,
         against="baseline model",
     )
 
